@@ -1,0 +1,154 @@
+//! Pooled memory: a fixed table of chunks, each one OS mapping carved into equal slots.
+//!
+//! Slot `i` lives in chunk `i >> chunk_shift` at byte offset `(i & mask) * stride`. Chunks are mapped on demand
+//! (or all at build with `prealloc`) and unmapped only when the arena is dropped, so an index popped from the
+//! freelist always names mapped memory.
+//!
+//! Each chunk moves `EMPTY -> MAPPING -> MAPPED`, or back `MAPPING -> EMPTY` if the OS refuses the memory. The
+//! thread that wins the `EMPTY -> MAPPING` compare-exchange is the only one that maps and publishes that chunk,
+//! and it does the system call while holding nothing: other threads that find the freelist empty meanwhile grow
+//! another chunk or take the overflow path.
+
+use crate::config::Layout;
+use crate::sync::{lock, AtomicPtr, AtomicU8, AtomicUsize, Mutex};
+use crate::sys::{self, Mapping};
+use std::io;
+use std::ops::Range;
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+
+const EMPTY: u8 = 0;
+const MAPPING: u8 = 1;
+const MAPPED: u8 = 2;
+
+struct Chunk {
+    state: AtomicU8,
+    /// Start of the chunk's first slot once `MAPPED` (published with `Release` before the slots are freed).
+    base: AtomicPtr<u8>,
+    /// The mapping itself, stored once by the thread that mapped it and dropped with the arena.
+    mapping: Mutex<Option<Mapping>>,
+}
+
+/// The pool's chunks.
+pub(crate) struct Arena {
+    layout: Layout,
+    chunks: Box<[Chunk]>,
+    /// Chunks in state `MAPPED`.
+    mapped_chunks: AtomicUsize,
+    /// Slots in `MAPPED` chunks.
+    mapped_slots: AtomicUsize,
+    /// Bytes reserved by `MAPPED` chunks.
+    mapped_bytes: AtomicUsize,
+}
+
+impl Arena {
+    pub(crate) fn new(layout: Layout) -> Self {
+        let chunks = (0..layout.chunks)
+            .map(|_| Chunk {
+                state: AtomicU8::new(EMPTY),
+                base: AtomicPtr::new(std::ptr::null_mut()),
+                mapping: Mutex::new(None),
+            })
+            .collect();
+        Arena {
+            layout,
+            chunks,
+            mapped_chunks: AtomicUsize::new(0),
+            mapped_slots: AtomicUsize::new(0),
+            mapped_bytes: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Address of slot `index`.
+    ///
+    /// `index` must belong to a `MAPPED` chunk, which holds for every index taken from the freelist: a chunk's
+    /// indices enter the freelist only after its base is published.
+    #[inline]
+    pub(crate) fn slot_ptr(&self, index: u32) -> NonNull<u8> {
+        let i = index as usize;
+        let chunk = &self.chunks[i >> self.layout.chunk_shift];
+        let base = chunk.base.load(Acquire);
+        debug_assert!(!base.is_null(), "slot {index} of an unmapped chunk");
+        let offset = (i & ((1usize << self.layout.chunk_shift) - 1)) * self.layout.stride;
+        // SAFETY: the chunk is mapped (see above) and `offset + stride <= chunk length` because the slot lies in
+        // this chunk; `wrapping_add` keeps provenance and the result is non-null because `base` is.
+        unsafe { NonNull::new_unchecked(base.wrapping_add(offset)) }
+    }
+
+    /// Maps one more chunk and returns its slot indices, or `Ok(None)` if every chunk is mapped or being mapped.
+    pub(crate) fn grow(&self, populate: bool) -> io::Result<Option<Range<u32>>> {
+        if self.mapped_chunks.load(Relaxed) == self.chunks.len() {
+            return Ok(None);
+        }
+        for (k, chunk) in self.chunks.iter().enumerate() {
+            if chunk.state.load(Relaxed) != EMPTY
+                || chunk.state.compare_exchange(EMPTY, MAPPING, Acquire, Relaxed).is_err()
+            {
+                continue;
+            }
+            let slots = self.layout.chunk_slots(k);
+            let len = slots * self.layout.stride;
+            let mapping = match sys::map(len, self.layout.align, populate) {
+                Ok(m) => m,
+                Err(e) => {
+                    chunk.state.store(EMPTY, Release);
+                    return Err(e);
+                }
+            };
+            let reserved = mapping.reserved();
+            chunk.base.store(mapping.ptr().as_ptr(), Release);
+            *lock(&chunk.mapping) = Some(mapping);
+            chunk.state.store(MAPPED, Release);
+            self.mapped_bytes.fetch_add(reserved, Relaxed);
+            self.mapped_slots.fetch_add(slots, Relaxed);
+            self.mapped_chunks.fetch_add(1, Relaxed);
+            tracing::debug!(target: "pagepool", chunk = k, slots, bytes = reserved, "mapped pool chunk");
+            let first = (k << self.layout.chunk_shift) as u32;
+            return Ok(Some(first..first + slots as u32));
+        }
+        Ok(None)
+    }
+
+    /// Pooled slots mapped so far.
+    pub(crate) fn mapped_slots(&self) -> usize {
+        self.mapped_slots.load(Relaxed)
+    }
+
+    /// Chunks mapped so far.
+    pub(crate) fn mapped_chunks(&self) -> usize {
+        self.mapped_chunks.load(Relaxed)
+    }
+
+    /// Bytes reserved by mapped chunks.
+    pub(crate) fn mapped_bytes(&self) -> usize {
+        self.mapped_bytes.load(Relaxed)
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        let mut unmapped = 0;
+        for chunk in self.chunks.iter() {
+            if lock(&chunk.mapping).take().is_some() {
+                unmapped += 1;
+            }
+        }
+        if unmapped > 0 {
+            tracing::debug!(target: "pagepool", chunks = unmapped, "unmapped pool chunks");
+        }
+    }
+}
+
+impl std::fmt::Debug for Arena {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arena")
+            .field("layout", &self.layout)
+            .field("mapped_chunks", &self.mapped_chunks())
+            .field("mapped_slots", &self.mapped_slots())
+            .finish()
+    }
+}

@@ -1,0 +1,137 @@
+//! [`AlignedBuf`]: the RAII handle to one buffer.
+
+use crate::pool::Inner;
+use crate::sync::Arc;
+use crate::sys::Mapping;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::ptr::NonNull;
+
+/// One page-aligned buffer from a [`PagePool`](crate::PagePool), returned to the pool when dropped.
+///
+/// It dereferences to `[u8]` of exactly the pool's `buf_size` bytes, starts on the pool's alignment (at least
+/// the page size), and is exclusively yours until dropped. A pooled buffer goes back to the freelist on drop
+/// (one lock-free push, no system call); an overflow buffer is unmapped on drop. The contents of a freshly
+/// acquired buffer are unspecified (zero for memory fresh from the OS, the previous holder's bytes for a reused
+/// pooled buffer).
+///
+/// A buffer keeps its pool's memory alive: dropping every `PagePool` handle while buffers are out is safe, and
+/// the memory is unmapped when the last buffer comes home.
+///
+/// # Examples
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = pagepool::PagePool::builder().buf_size(pagepool::page_size()).capacity(2).build()?;
+/// let mut buf = pool.acquire()?;
+/// buf.fill(0xAB);
+/// assert!(buf.iter().all(|&b| b == 0xAB));
+/// assert_eq!(buf.as_ptr() as usize % pagepool::page_size(), 0);
+/// # Ok(()) }
+/// ```
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    len: usize,
+    /// Slot index for a pooled buffer; `u32::MAX` for an overflow buffer.
+    slot: u32,
+    /// The buffer's own mapping, for an overflow buffer.
+    mapping: Option<Mapping>,
+    pool: Arc<Inner>,
+}
+
+// SAFETY: an AlignedBuf is the unique owner of its bytes (the freelist invariant in freelist.rs: a slot is held
+// by at most one buffer; an overflow mapping belongs to this buffer alone), so moving it to another thread
+// moves that ownership; Inner is Send + Sync.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: `&AlignedBuf` only gives `&[u8]` access; mutation needs `&mut`.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    pub(crate) fn pooled(pool: Arc<Inner>, slot: u32, ptr: NonNull<u8>, len: usize) -> Self {
+        AlignedBuf {
+            ptr,
+            len,
+            slot,
+            mapping: None,
+            pool,
+        }
+    }
+
+    pub(crate) fn overflow(pool: Arc<Inner>, mapping: Mapping) -> Self {
+        AlignedBuf {
+            ptr: mapping.ptr(),
+            len: mapping.len(),
+            slot: u32::MAX,
+            mapping: Some(mapping),
+            pool,
+        }
+    }
+
+    /// True if this buffer came from the overflow path (its own mapping, unmapped on drop) rather than the pool.
+    pub fn is_overflow(&self) -> bool {
+        self.mapping.is_some()
+    }
+
+    /// The buffer's bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        self
+    }
+
+    /// The buffer's bytes, mutably.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
+impl Deref for AlignedBuf {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr+len` is mapped, readable and initialised (anonymous memory is zero-filled), and is
+        // owned by this handle alone until it is dropped (see the Send impl).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl DerefMut for AlignedBuf {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`, and `&mut self` guarantees no other reference to the bytes exists.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl AsMut<[u8]> for AlignedBuf {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self
+    }
+}
+
+impl Drop for AlignedBuf {
+    #[inline]
+    fn drop(&mut self) {
+        match self.mapping.take() {
+            None => self.pool.release(self.slot),
+            Some(m) => self.pool.release_overflow(m),
+        }
+    }
+}
+
+impl fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("AlignedBuf");
+        d.field("ptr", &self.ptr).field("len", &self.len);
+        if self.is_overflow() {
+            d.field("overflow", &true);
+        } else {
+            d.field("slot", &self.slot);
+        }
+        d.finish()
+    }
+}

@@ -1,0 +1,234 @@
+//! Pool configuration: the builder, its validation, and the derived memory layout.
+
+use crate::error::ConfigError;
+use crate::sys;
+
+/// The largest capacity a pool accepts: slot indices are `u32`, and `u32::MAX` is kept free as a sentinel.
+pub const MAX_CAPACITY: usize = u32::MAX as usize - 1;
+
+/// A chunk aims to be at least this large, so small pools map one chunk and large ones few.
+const CHUNK_TARGET_BYTES: usize = 4 << 20;
+/// The most chunks a pool is split into; chunks grow so that any capacity stays within this many mappings.
+pub(crate) const MAX_CHUNKS: usize = 512;
+
+/// What [`PagePool::acquire`](crate::PagePool::acquire) does when every pooled buffer is out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OverflowPolicy {
+    /// Map a buffer's pages directly from the OS, and unmap them when the buffer is dropped (the default).
+    /// Overflow memory never touches the malloc heap, so it cannot fragment it; it is bounded by
+    /// [`PoolBuilder::max_overflow`].
+    #[default]
+    Map,
+    /// Return [`AcquireError::Exhausted`](crate::AcquireError::Exhausted) and change nothing.
+    Fail,
+}
+
+/// Builder for a [`PagePool`](crate::PagePool); start with [`PagePool::builder`](crate::PagePool::builder).
+///
+/// Defaults: `buf_size` = [`page_size()`](crate::page_size), `capacity` = 1024, `alignment` = page size,
+/// [`OverflowPolicy::Map`], `max_overflow` = unlimited, `prealloc` = false.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until .build() is called"]
+pub struct PoolBuilder {
+    pub(crate) buf_size: usize,
+    pub(crate) capacity: usize,
+    pub(crate) alignment: Option<usize>,
+    pub(crate) overflow: OverflowPolicy,
+    pub(crate) max_overflow: usize,
+    pub(crate) prealloc: bool,
+}
+
+impl Default for PoolBuilder {
+    fn default() -> Self {
+        PoolBuilder {
+            buf_size: sys::page_size(),
+            capacity: 1024,
+            alignment: None,
+            overflow: OverflowPolicy::Map,
+            max_overflow: usize::MAX,
+            prealloc: false,
+        }
+    }
+}
+
+impl PoolBuilder {
+    /// Bytes per buffer: a non-zero multiple of [`page_size()`](crate::page_size). Checked by
+    /// [`build`](Self::build).
+    pub fn buf_size(mut self, bytes: usize) -> Self {
+        self.buf_size = bytes;
+        self
+    }
+
+    /// Buffers the pool keeps and reuses (at most [`MAX_CAPACITY`]). Pooled memory is mapped in chunks on
+    /// demand up to this many buffers, or all at build with [`prealloc`](Self::prealloc).
+    pub fn capacity(mut self, buffers: usize) -> Self {
+        self.capacity = buffers;
+        self
+    }
+
+    /// Alignment of every buffer's start: a power of two, at least the page size (the default). Larger
+    /// alignments (e.g. 2 MiB) are honoured exactly; each pooled buffer then occupies `buf_size` rounded up to
+    /// the alignment.
+    pub fn alignment(mut self, bytes: usize) -> Self {
+        self.alignment = Some(bytes);
+        self
+    }
+
+    /// What to do when every pooled buffer is out; see [`OverflowPolicy`].
+    pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
+        self.overflow = policy;
+        self
+    }
+
+    /// The most overflow buffers out at once under [`OverflowPolicy::Map`]; past it `acquire` returns
+    /// [`AcquireError::Exhausted`](crate::AcquireError::Exhausted). `0` forbids overflow. Default: unlimited.
+    pub fn max_overflow(mut self, buffers: usize) -> Self {
+        self.max_overflow = buffers;
+        self
+    }
+
+    /// Map and fault in all pooled memory at build time instead of chunk by chunk on demand.
+    pub fn prealloc(mut self, yes: bool) -> Self {
+        self.prealloc = yes;
+        self
+    }
+
+    /// Checks every setting and derives the memory layout.
+    pub(crate) fn layout(&self) -> Result<Layout, ConfigError> {
+        let page_size = sys::page_size();
+        if self.buf_size == 0 {
+            return Err(ConfigError::ZeroBufSize { page_size });
+        }
+        if self.buf_size % page_size != 0 {
+            let rounded = self
+                .buf_size
+                .checked_next_multiple_of(page_size)
+                .unwrap_or(usize::MAX / page_size * page_size);
+            return Err(ConfigError::BufSizeNotPageMultiple {
+                buf_size: self.buf_size,
+                page_size,
+                rounded,
+            });
+        }
+        let align = self.alignment.unwrap_or(page_size);
+        if !align.is_power_of_two() {
+            let suggested = align.checked_next_power_of_two().unwrap_or(1 << (usize::BITS - 1));
+            return Err(ConfigError::AlignmentNotPowerOfTwo {
+                alignment: align,
+                suggested,
+            });
+        }
+        if align < page_size {
+            return Err(ConfigError::AlignmentBelowPageSize {
+                alignment: align,
+                page_size,
+            });
+        }
+        if self.capacity == 0 {
+            return Err(ConfigError::ZeroCapacity);
+        }
+        if self.capacity > MAX_CAPACITY {
+            return Err(ConfigError::CapacityTooLarge {
+                capacity: self.capacity,
+                max: MAX_CAPACITY,
+            });
+        }
+        let too_large = || ConfigError::TooLarge {
+            buf_size: self.buf_size,
+            stride: self.buf_size.checked_next_multiple_of(align).unwrap_or(usize::MAX),
+            capacity: self.capacity,
+        };
+        let limit = isize::MAX as usize;
+        let stride = self.buf_size.checked_next_multiple_of(align).ok_or_else(too_large)?;
+        let total = stride.checked_mul(self.capacity).ok_or_else(too_large)?;
+        // An overflow buffer or a chunk reserves up to `align - page` bytes of slack on top.
+        if total > limit || total + (align - page_size) > limit {
+            return Err(too_large());
+        }
+        // Chunk sizing: at least CHUNK_TARGET_BYTES, at most MAX_CHUNKS chunks, a power of two slots each so
+        // that slot -> address is a shift and a mask.
+        let by_bytes = CHUNK_TARGET_BYTES.div_ceil(stride);
+        let by_count = self.capacity.div_ceil(MAX_CHUNKS);
+        let slots_per_chunk = by_bytes.max(by_count).min(self.capacity).next_power_of_two();
+        let chunk_shift = slots_per_chunk.trailing_zeros();
+        let chunks = self.capacity.div_ceil(slots_per_chunk);
+        Ok(Layout {
+            buf_size: self.buf_size,
+            align,
+            stride,
+            capacity: self.capacity,
+            chunk_shift,
+            chunks,
+        })
+    }
+}
+
+/// The validated shape of a pool's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// Bytes per buffer handed out.
+    pub(crate) buf_size: usize,
+    /// Alignment of every buffer start.
+    pub(crate) align: usize,
+    /// Bytes between consecutive slots of a chunk: `buf_size` rounded up to `align`.
+    pub(crate) stride: usize,
+    /// Pooled buffers in total.
+    pub(crate) capacity: usize,
+    /// log2 of the slots in every chunk but possibly the last.
+    pub(crate) chunk_shift: u32,
+    /// Number of chunks (at most `MAX_CHUNKS`).
+    pub(crate) chunks: usize,
+}
+
+impl Layout {
+    /// Slots in chunk `k` (the last chunk may be short).
+    pub(crate) fn chunk_slots(&self, k: usize) -> usize {
+        let per = 1usize << self.chunk_shift;
+        per.min(self.capacity - k * per)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn page() -> usize {
+        sys::page_size()
+    }
+
+    #[test]
+    fn one_million_8k_buffers_need_few_chunks() {
+        let l = PoolBuilder::default().buf_size(8192).capacity(1_000_000).layout().unwrap();
+        assert!(l.chunks <= MAX_CHUNKS, "{l:?}");
+        let total: usize = (0..l.chunks).map(|k| l.chunk_slots(k)).sum();
+        assert_eq!(total, 1_000_000);
+    }
+
+    #[test]
+    fn small_pool_is_one_chunk() {
+        let l = PoolBuilder::default().buf_size(8192).capacity(100).layout().unwrap();
+        assert_eq!(l.chunks, 1);
+        assert_eq!(l.chunk_slots(0), 100);
+    }
+
+    #[test]
+    fn stride_rounds_to_alignment() {
+        let l = PoolBuilder::default()
+            .buf_size(page())
+            .alignment(2 << 20)
+            .capacity(4)
+            .layout()
+            .unwrap();
+        assert_eq!(l.stride, 2 << 20);
+        assert_eq!(l.align, 2 << 20);
+    }
+
+    #[test]
+    fn rounding_hint_in_error() {
+        match PoolBuilder::default().buf_size(page() + 1).layout() {
+            Err(ConfigError::BufSizeNotPageMultiple { rounded, .. }) => assert_eq!(rounded, 2 * page()),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! The one place that picks `std` or `loom` synchronisation primitives.
+//!
+//! Everything in the crate that the loom models must see (atomics, `Arc`, `Mutex`) is imported from here.
+//! Under `--cfg loom` these are loom's instrumented twins, so the models explore every interleaving of the
+//! pool's own logic; in normal builds they are the `std` types at zero cost.
+
+#[cfg(loom)]
+pub(crate) use loom::sync::{
+    atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize},
+    Arc, Mutex,
+};
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::{
+    atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize},
+    Arc, Mutex,
+};
+
+/// Locks `m`, ignoring poisoning: the data behind our mutexes (chunk bookkeeping) stays consistent even if a
+/// holder panicked, because every critical section is a single store.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
