@@ -20,7 +20,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "buffer {i}: {:p}, {} bytes, {}",
             buf.as_ptr(),
             buf.len(),
-            if buf.is_overflow() { "overflow (own mapping)" } else { "pooled" }
+            if buf.is_overflow() {
+                "overflow (own mapping)"
+            } else {
+                "pooled"
+            }
         );
         held.push(buf);
     }

@@ -17,6 +17,17 @@ use std::ops::Range;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
+/// What [`Arena::grow`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Grow {
+    /// Mapped a chunk; these are its slots, all owned by the caller until pushed to the freelist.
+    Grew(Range<u32>),
+    /// No chunk is left to claim, but another thread is mapping one: its slots will reach the freelist soon.
+    Busy,
+    /// Every chunk is mapped.
+    Full,
+}
+
 const EMPTY: u8 = 0;
 const MAPPING: u8 = 1;
 const MAPPED: u8 = 2;
@@ -79,15 +90,27 @@ impl Arena {
         unsafe { NonNull::new_unchecked(base.wrapping_add(offset)) }
     }
 
-    /// Maps one more chunk and returns its slot indices, or `Ok(None)` if every chunk is mapped or being mapped.
-    pub(crate) fn grow(&self, populate: bool) -> io::Result<Option<Range<u32>>> {
+    /// Maps one more chunk if one is still unmapped and nobody else is mapping it.
+    pub(crate) fn grow(&self, populate: bool) -> io::Result<Grow> {
         if self.mapped_chunks.load(Relaxed) == self.chunks.len() {
-            return Ok(None);
+            return Ok(Grow::Full);
         }
+        let mut busy = false;
         for (k, chunk) in self.chunks.iter().enumerate() {
-            if chunk.state.load(Relaxed) != EMPTY
-                || chunk.state.compare_exchange(EMPTY, MAPPING, Acquire, Relaxed).is_err()
+            match chunk.state.load(Relaxed) {
+                EMPTY => {}
+                MAPPING => {
+                    busy = true;
+                    continue;
+                }
+                _ => continue,
+            }
+            if chunk
+                .state
+                .compare_exchange(EMPTY, MAPPING, Acquire, Relaxed)
+                .is_err()
             {
+                busy = true;
                 continue;
             }
             let slots = self.layout.chunk_slots(k);
@@ -108,9 +131,9 @@ impl Arena {
             self.mapped_chunks.fetch_add(1, Relaxed);
             tracing::debug!(target: "pagepool", chunk = k, slots, bytes = reserved, "mapped pool chunk");
             let first = (k << self.layout.chunk_shift) as u32;
-            return Ok(Some(first..first + slots as u32));
+            return Ok(Grow::Grew(first..first + slots as u32));
         }
-        Ok(None)
+        Ok(if busy { Grow::Busy } else { Grow::Full })
     }
 
     /// Pooled slots mapped so far.

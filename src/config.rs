@@ -6,8 +6,9 @@ use crate::sys;
 /// The largest capacity a pool accepts: slot indices are `u32`, and `u32::MAX` is kept free as a sentinel.
 pub const MAX_CAPACITY: usize = u32::MAX as usize - 1;
 
-/// A chunk aims to be at least this large, so small pools map one chunk and large ones few.
-const CHUNK_TARGET_BYTES: usize = 4 << 20;
+/// A chunk aims to be at least this large, so small pools map one chunk and large ones few. Under loom every
+/// chunk holds one slot, so tiny models still exercise growth races between chunks.
+const CHUNK_TARGET_BYTES: usize = if cfg!(loom) { 1 } else { 4 << 20 };
 /// The most chunks a pool is split into; chunks grow so that any capacity stays within this many mappings.
 pub(crate) const MAX_CHUNKS: usize = 512;
 
@@ -113,7 +114,9 @@ impl PoolBuilder {
         }
         let align = self.alignment.unwrap_or(page_size);
         if !align.is_power_of_two() {
-            let suggested = align.checked_next_power_of_two().unwrap_or(1 << (usize::BITS - 1));
+            let suggested = align
+                .checked_next_power_of_two()
+                .unwrap_or(1 << (usize::BITS - 1));
             return Err(ConfigError::AlignmentNotPowerOfTwo {
                 alignment: align,
                 suggested,
@@ -136,11 +139,17 @@ impl PoolBuilder {
         }
         let too_large = || ConfigError::TooLarge {
             buf_size: self.buf_size,
-            stride: self.buf_size.checked_next_multiple_of(align).unwrap_or(usize::MAX),
+            stride: self
+                .buf_size
+                .checked_next_multiple_of(align)
+                .unwrap_or(usize::MAX),
             capacity: self.capacity,
         };
         let limit = isize::MAX as usize;
-        let stride = self.buf_size.checked_next_multiple_of(align).ok_or_else(too_large)?;
+        let stride = self
+            .buf_size
+            .checked_next_multiple_of(align)
+            .ok_or_else(too_large)?;
         let total = stride.checked_mul(self.capacity).ok_or_else(too_large)?;
         // An overflow buffer or a chunk reserves up to `align - page` bytes of slack on top.
         if total > limit || total + (align - page_size) > limit {
@@ -150,7 +159,10 @@ impl PoolBuilder {
         // that slot -> address is a shift and a mask.
         let by_bytes = CHUNK_TARGET_BYTES.div_ceil(stride);
         let by_count = self.capacity.div_ceil(MAX_CHUNKS);
-        let slots_per_chunk = by_bytes.max(by_count).min(self.capacity).next_power_of_two();
+        let slots_per_chunk = by_bytes
+            .max(by_count)
+            .min(self.capacity)
+            .next_power_of_two();
         let chunk_shift = slots_per_chunk.trailing_zeros();
         let chunks = self.capacity.div_ceil(slots_per_chunk);
         Ok(Layout {
@@ -199,7 +211,11 @@ mod tests {
 
     #[test]
     fn one_million_8k_buffers_need_few_chunks() {
-        let l = PoolBuilder::default().buf_size(8192).capacity(1_000_000).layout().unwrap();
+        let l = PoolBuilder::default()
+            .buf_size(8192)
+            .capacity(1_000_000)
+            .layout()
+            .unwrap();
         assert!(l.chunks <= MAX_CHUNKS, "{l:?}");
         let total: usize = (0..l.chunks).map(|k| l.chunk_slots(k)).sum();
         assert_eq!(total, 1_000_000);
@@ -207,7 +223,11 @@ mod tests {
 
     #[test]
     fn small_pool_is_one_chunk() {
-        let l = PoolBuilder::default().buf_size(8192).capacity(100).layout().unwrap();
+        let l = PoolBuilder::default()
+            .buf_size(8192)
+            .capacity(100)
+            .layout()
+            .unwrap();
         assert_eq!(l.chunks, 1);
         assert_eq!(l.chunk_slots(0), 100);
     }
@@ -227,7 +247,9 @@ mod tests {
     #[test]
     fn rounding_hint_in_error() {
         match PoolBuilder::default().buf_size(page() + 1).layout() {
-            Err(ConfigError::BufSizeNotPageMultiple { rounded, .. }) => assert_eq!(rounded, 2 * page()),
+            Err(ConfigError::BufSizeNotPageMultiple { rounded, .. }) => {
+                assert_eq!(rounded, 2 * page())
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -66,12 +66,18 @@ impl FreeList {
         #[cfg(not(loom))]
         {
             let pushed = self.q.push(index);
-            debug_assert!(pushed.is_ok(), "freelist overfull: slot {index} returned twice");
+            debug_assert!(
+                pushed.is_ok(),
+                "freelist overfull: slot {index} returned twice"
+            );
         }
         #[cfg(loom)]
         {
             let mut q = crate::sync::lock(&self.q);
-            assert!(q.len() < self.cap, "freelist overfull: slot {index} returned twice");
+            assert!(
+                q.len() < self.cap,
+                "freelist overfull: slot {index} returned twice"
+            );
             assert!(!q.contains(&index), "slot {index} returned twice");
             q.push_back(index);
         }
@@ -92,6 +98,8 @@ impl FreeList {
 
 impl std::fmt::Debug for FreeList {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FreeList").field("len", &self.len()).finish()
+        f.debug_struct("FreeList")
+            .field("len", &self.len())
+            .finish()
     }
 }

@@ -26,7 +26,11 @@
 //!
 //! See `docs/design.md` in the repository for the architecture and its invariants.
 #![deny(unsafe_op_in_unsafe_fn)]
-#![warn(missing_docs, missing_debug_implementations, clippy::undocumented_unsafe_blocks)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    clippy::undocumented_unsafe_blocks
+)]
 
 mod arena;
 mod buf;

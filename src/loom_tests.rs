@@ -1,0 +1,257 @@
+//! Loom models of every lock-free path: freelist hand-out and return, chunk growth, overflow accounting at
+//! exhaustion, and teardown of the shared state when the last handle goes.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --lib`
+//!
+//! Under `cfg(loom)` every chunk holds one slot (see `config.rs`), so a capacity-2 pool has two chunks and the
+//! models also race chunk growth. The freelist is a loom-visible FIFO twin of crossbeam's `ArrayQueue` that
+//! panics if a slot is ever returned twice.
+
+use crate::pool::TEARDOWNS;
+use crate::{AcquireError, AlignedBuf, OverflowPolicy, PagePool};
+use loom::sync::atomic::AtomicBool;
+use loom::sync::Arc;
+use loom::thread;
+use std::sync::atomic::Ordering::SeqCst;
+
+fn pool(capacity: usize, policy: OverflowPolicy) -> PagePool {
+    PagePool::builder()
+        .buf_size(crate::page_size())
+        .capacity(capacity)
+        .overflow(policy)
+        .build()
+        .unwrap()
+}
+
+fn teardowns() -> usize {
+    TEARDOWNS.with(|t| t.get())
+}
+
+/// Per-slot "held" flags, indexed by address: a second holder of the same memory trips the assertion.
+struct Holders {
+    flags: Vec<AtomicBool>,
+    base: std::sync::Mutex<Vec<usize>>,
+}
+
+impl Holders {
+    fn new(n: usize) -> Arc<Self> {
+        Arc::new(Holders {
+            flags: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            base: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A stable small index per distinct pooled address (non-modelled bookkeeping).
+    fn index(&self, b: &AlignedBuf) -> usize {
+        let addr = b.as_ptr() as usize;
+        let mut seen = self.base.lock().unwrap();
+        match seen.iter().position(|&a| a == addr) {
+            Some(i) => i,
+            None => {
+                seen.push(addr);
+                seen.len() - 1
+            }
+        }
+    }
+
+    fn take(&self, b: &AlignedBuf) {
+        let i = self.index(b);
+        assert!(
+            !self.flags[i].swap(true, SeqCst),
+            "slot handed to two holders at once"
+        );
+    }
+
+    fn give(&self, b: &AlignedBuf) {
+        let i = self.index(b);
+        assert!(self.flags[i].swap(false, SeqCst));
+    }
+}
+
+/// Two threads race acquire/release (and chunk growth) on a two-slot pool: no slot is ever held twice, and
+/// every slot comes home.
+#[test]
+fn acquire_release_race() {
+    loom::model(|| {
+        let p = pool(2, OverflowPolicy::Fail);
+        let holders = Holders::new(2);
+        let handles: Vec<_> = (0..2)
+            .map(|t| {
+                let (p, h) = (p.clone(), holders.clone());
+                thread::spawn(move || {
+                    for _ in 0..2 {
+                        let mut b = p
+                            .acquire()
+                            .expect("two threads, two slots: never exhausted");
+                        h.take(&b);
+                        b[0] = t;
+                        assert_eq!(b[0], t);
+                        h.give(&b);
+                        drop(b);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let s = p.stats();
+        assert_eq!(s.in_use, 0);
+        assert_eq!(s.idle, s.pooled_buffers);
+        assert!(s.pooled_buffers >= 1 && s.pooled_buffers <= 2);
+        assert_eq!(s.pool_hits, 4);
+        assert_eq!(s.exhausted + s.overflow_maps, 0);
+    });
+}
+
+/// Three threads, two slots, Map policy: each takes one buffer and frees it; pooled and overflow buffers never
+/// alias, and all overflow mappings are gone at the end.
+#[test]
+fn three_threads_two_slots_with_overflow() {
+    loom::model(|| {
+        let p = pool(2, OverflowPolicy::Map);
+        let handles: Vec<_> = (0..3)
+            .map(|t| {
+                let p = p.clone();
+                thread::spawn(move || {
+                    let mut b = p.acquire().unwrap();
+                    b.fill(t);
+                    thread::yield_now();
+                    assert!(
+                        b.iter().all(|&x| x == t),
+                        "buffer shared with another holder"
+                    );
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let s = p.stats();
+        assert_eq!((s.in_use, s.overflow_in_use), (0, 0));
+        assert_eq!(s.overflow_maps, s.overflow_unmaps);
+        assert_eq!(s.pool_hits + s.overflow_maps, 3);
+        assert_eq!(s.mapped_bytes, s.pooled_buffers * crate::page_size());
+    });
+}
+
+/// The last pool handle is dropped while another thread still writes to and then releases the last buffer:
+/// the memory stays valid for the holder and the shared state is torn down exactly once, after it.
+#[test]
+fn last_handle_drop_races_last_release() {
+    loom::model(|| {
+        let before = teardowns();
+        let p = pool(1, OverflowPolicy::Fail);
+        let b = p.acquire().unwrap();
+        let t = thread::spawn(move || {
+            let mut b = b;
+            b.fill(7);
+            assert!(b.iter().all(|&x| x == 7));
+            drop(b);
+        });
+        drop(p);
+        t.join().unwrap();
+        assert_eq!(teardowns(), before + 1);
+    });
+}
+
+/// Same race with an overflow buffer out as well as a pooled one.
+#[test]
+fn last_handle_drop_with_overflow_out() {
+    loom::model(|| {
+        let before = teardowns();
+        let p = pool(1, OverflowPolicy::Map);
+        let a = p.acquire().unwrap();
+        let o = p.acquire().unwrap();
+        assert!(o.is_overflow());
+        let t = thread::spawn(move || drop(o));
+        let p2 = p.clone();
+        drop(p);
+        drop(a);
+        drop(p2);
+        t.join().unwrap();
+        assert_eq!(teardowns(), before + 1);
+    });
+}
+
+/// Acquire at exhaustion racing a release, `Fail` policy: either the acquire sees the returned slot or it gets
+/// `Exhausted`, and the counters say which.
+#[test]
+fn exhaustion_races_release_fail() {
+    loom::model(|| {
+        let p = pool(1, OverflowPolicy::Fail);
+        let held = p.acquire().unwrap();
+        let p2 = p.clone();
+        let t = thread::spawn(move || p2.acquire().map(|b| b.is_overflow()));
+        drop(held);
+        let got = t.join().unwrap();
+        let s = p.stats();
+        match got {
+            Ok(overflow) => {
+                assert!(!overflow);
+                assert_eq!((s.pool_hits, s.exhausted), (2, 0));
+            }
+            Err(AcquireError::Exhausted { .. }) => assert_eq!((s.pool_hits, s.exhausted), (1, 1)),
+            Err(e) => panic!("{e}"),
+        }
+        assert_eq!((s.idle, s.in_use, s.overflow_maps), (1, 0, 0));
+    });
+}
+
+/// Acquire at exhaustion racing a release, `Map` policy with `max_overflow(1)`: the acquire gets the returned
+/// slot or an overflow buffer, never an error, and the overflow counters balance.
+#[test]
+fn exhaustion_races_release_map() {
+    loom::model(|| {
+        let p = PagePool::builder()
+            .buf_size(crate::page_size())
+            .capacity(1)
+            .max_overflow(1)
+            .build()
+            .unwrap();
+        let held = p.acquire().unwrap();
+        let p2 = p.clone();
+        let t = thread::spawn(move || p2.acquire().unwrap().is_overflow());
+        drop(held);
+        let overflowed = t.join().unwrap();
+        let s = p.stats();
+        assert_eq!(s.overflow_maps, u64::from(overflowed));
+        assert_eq!(s.overflow_unmaps, s.overflow_maps);
+        assert_eq!(
+            (s.idle, s.in_use, s.overflow_in_use, s.exhausted),
+            (1, 0, 0, 0)
+        );
+        assert_eq!(s.mapped_bytes, crate::page_size());
+    });
+}
+
+/// Two threads at the overflow cap: exactly one of two concurrent overflow acquires wins the single permit.
+#[test]
+fn overflow_cap_is_exact() {
+    loom::model(|| {
+        let p = PagePool::builder()
+            .buf_size(crate::page_size())
+            .capacity(1)
+            .max_overflow(1)
+            .build()
+            .unwrap();
+        let _held = p.acquire().unwrap();
+        let results: Vec<_> = (0..2)
+            .map(|_| {
+                let p = p.clone();
+                thread::spawn(move || p.acquire().map(|b| (b.is_overflow(), b)))
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        // Each successful thread hands its buffer back to us still alive, so the second one must be refused.
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(ok, 1);
+        let s = p.stats();
+        assert_eq!((s.exhausted, s.overflow_maps, s.overflow_in_use), (1, 1, 1));
+        assert!(results.iter().flatten().all(|(o, _)| *o));
+        drop(results);
+        assert_eq!(p.stats().overflow_in_use, 0);
+    });
+}

@@ -35,7 +35,11 @@ impl Overflow {
     pub(crate) fn new(policy: OverflowPolicy, max: usize, len: usize, align: usize) -> Self {
         Overflow {
             policy,
-            max: if policy == OverflowPolicy::Fail { 0 } else { max },
+            max: if policy == OverflowPolicy::Fail {
+                0
+            } else {
+                max
+            },
             len,
             align,
             out: AtomicUsize::new(0),
@@ -54,7 +58,11 @@ impl Overflow {
     }
 
     /// Maps one overflow buffer, or explains why not.
-    pub(crate) fn map(&self, counters: &Counters, capacity: usize) -> Result<Mapping, AcquireError> {
+    pub(crate) fn map(
+        &self,
+        counters: &Counters,
+        capacity: usize,
+    ) -> Result<Mapping, AcquireError> {
         let mut out = self.out.load(Relaxed);
         loop {
             if out >= self.max {
@@ -66,7 +74,10 @@ impl Overflow {
                     policy: self.policy,
                 });
             }
-            match self.out.compare_exchange_weak(out, out + 1, AcqRel, Relaxed) {
+            match self
+                .out
+                .compare_exchange_weak(out, out + 1, AcqRel, Relaxed)
+            {
                 Ok(_) => break,
                 Err(now) => out = now,
             }
@@ -108,7 +119,10 @@ impl Overflow {
         let now = self.created.elapsed().as_millis() as u64 + 1;
         let last = self.last_warn.load(Relaxed);
         if (last == 0 || now.saturating_sub(last) >= WARN_INTERVAL_MS)
-            && self.last_warn.compare_exchange(last, now, Relaxed, Relaxed).is_ok()
+            && self
+                .last_warn
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
         {
             tracing::warn!(
                 target: "pagepool",

@@ -1,6 +1,6 @@
 //! [`PagePool`]: the shared pool and its acquire/release paths.
 
-use crate::arena::Arena;
+use crate::arena::{Arena, Grow};
 use crate::buf::AlignedBuf;
 use crate::config::{Layout, PoolBuilder};
 use crate::error::{AcquireError, ConfigError};
@@ -93,8 +93,8 @@ impl PagePool {
             let inner = &pool.inner;
             loop {
                 match inner.arena.grow(true) {
-                    Ok(Some(range)) => range.for_each(|i| inner.free.push(i)),
-                    Ok(None) => break,
+                    Ok(Grow::Grew(range)) => range.for_each(|i| inner.free.push(i)),
+                    Ok(Grow::Busy | Grow::Full) => break,
                     Err(source) => {
                         let bytes = layout.chunk_slots(0) * layout.stride;
                         tracing::error!(target: "pagepool", bytes, error = %source, "prealloc mmap failed");
@@ -158,27 +158,38 @@ impl PagePool {
     #[cold]
     fn acquire_slow(&self) -> Result<AlignedBuf, AcquireError> {
         let inner = &self.inner;
-        match inner.arena.grow(false) {
-            Ok(Some(range)) => {
-                let first = range.start;
-                (first + 1..range.end).for_each(|i| inner.free.push(i));
-                return Ok(self.pooled(first));
-            }
-            Ok(None) => {}
-            Err(source) => {
-                inner.counters.os_errors.fetch_add(1, Relaxed);
-                let l = inner.arena.layout();
-                let bytes = l.chunk_slots(0) * l.stride;
-                tracing::error!(target: "pagepool", bytes, error = %source, "chunk mmap failed");
-                return Err(AcquireError::Os { bytes, source });
+        loop {
+            match inner.arena.grow(false) {
+                Ok(Grow::Grew(range)) => {
+                    let first = range.start;
+                    (first + 1..range.end).for_each(|i| inner.free.push(i));
+                    return Ok(self.pooled(first));
+                }
+                Ok(Grow::Full) => break,
+                // Another thread is inside mmap for the last unclaimed chunk. Capacity is not reached, so
+                // waiting for that one system call to finish beats a spurious overflow or `Exhausted`.
+                Ok(Grow::Busy) => {
+                    if let Some(slot) = inner.free.pop() {
+                        return Ok(self.pooled(slot));
+                    }
+                    crate::sync::yield_now();
+                }
+                Err(source) => {
+                    inner.counters.os_errors.fetch_add(1, Relaxed);
+                    let l = inner.arena.layout();
+                    let bytes = l.chunk_slots(0) * l.stride;
+                    tracing::error!(target: "pagepool", bytes, error = %source, "chunk mmap failed");
+                    return Err(AcquireError::Os { bytes, source });
+                }
             }
         }
-        // Every chunk is mapped (or being mapped by another thread): a release or that other thread's growth
-        // may have refilled the freelist since our first look.
+        // Every chunk is mapped: a release may have refilled the freelist since our first look.
         if let Some(slot) = inner.free.pop() {
             return Ok(self.pooled(slot));
         }
-        let mapping = inner.overflow.map(&inner.counters, inner.arena.layout().capacity)?;
+        let mapping = inner
+            .overflow
+            .map(&inner.counters, inner.arena.layout().capacity)?;
         Ok(AlignedBuf::overflow(Arc::clone(inner), mapping))
     }
 

@@ -16,6 +16,11 @@ pub(crate) use std::sync::{
     Arc, Mutex,
 };
 
+#[cfg(loom)]
+pub(crate) use loom::thread::yield_now;
+#[cfg(not(loom))]
+pub(crate) use std::thread::yield_now;
+
 /// Locks `m`, ignoring poisoning: the data behind our mutexes (chunk bookkeeping) stays consistent even if a
 /// holder panicked, because every critical section is a single store.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ {

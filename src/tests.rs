@@ -1,0 +1,187 @@
+//! Unit tests that need crate internals: fault injection into the `sys` layer at every `map` call site.
+//!
+//! Failures are injected per thread (see `sys::fault`), so these tests run in parallel with others safely, and
+//! mapping leaks are counted per thread too (`sys::fault::live`).
+
+use crate::sys::fault;
+use crate::{AcquireError, ConfigError, OverflowPolicy, PagePool};
+
+const ENOMEM: i32 = 12;
+
+fn page() -> usize {
+    crate::page_size()
+}
+
+/// A pool with 4 one-chunk-sized growth steps: 4 MiB chunks of `page` buffers is 1024 per chunk.
+fn multi_chunk(prealloc: bool, overflow: OverflowPolicy) -> Result<PagePool, ConfigError> {
+    PagePool::builder()
+        .buf_size(page())
+        .capacity(4 * ((4 << 20) / page()))
+        .overflow(overflow)
+        .prealloc(prealloc)
+        .build()
+}
+
+fn os_errno(e: &AcquireError) -> Option<i32> {
+    match e {
+        AcquireError::Os { source, .. } => source.raw_os_error(),
+        _ => None,
+    }
+}
+
+/// The scenario walked by the fault-injection test: build, grow through every chunk, overflow, release.
+/// Returns the first error met, after checking the pool is consistent and still serves.
+fn scenario(prealloc: bool) -> Result<(), String> {
+    let pool = multi_chunk(prealloc, OverflowPolicy::Map).map_err(|e| {
+        assert!(
+            matches!(e, ConfigError::Os { ref source, .. } if source.raw_os_error() == Some(ENOMEM))
+        );
+        format!("build: {e}")
+    })?;
+    let cap = pool.capacity();
+    let mut held = Vec::with_capacity(cap + 2);
+    let mut first_err = None;
+    for _ in 0..cap + 2 {
+        match pool.acquire() {
+            Ok(b) => held.push(b),
+            Err(e) => {
+                assert_eq!(os_errno(&e), Some(ENOMEM), "{e}");
+                let s = pool.stats();
+                assert_eq!(s.idle + s.in_use, s.pooled_buffers, "{s:?}");
+                assert_eq!(s.in_use + s.overflow_in_use, held.len(), "{s:?}");
+                assert_eq!(s.os_errors, 1, "{s:?}");
+                first_err.get_or_insert(format!("acquire: {e}"));
+            }
+        }
+    }
+    // Each plan fails exactly one call, so from here on the pool must serve normally.
+    while held.len() < cap + 2 {
+        held.push(
+            pool.acquire()
+                .expect("pool serves after a transient failure"),
+        );
+    }
+    let s = pool.stats();
+    assert_eq!(s.pooled_buffers, cap);
+    assert_eq!(s.overflow_in_use, 2);
+    drop(held);
+    let s = pool.stats();
+    assert_eq!((s.idle, s.in_use, s.overflow_in_use), (cap, 0, 0), "{s:?}");
+    assert_eq!(s.mapped_bytes, cap * page(), "{s:?}");
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[test]
+fn fault_injection_walks_every_map_call() {
+    for prealloc in [false, true] {
+        let live0 = fault::live();
+        // Dry run: count the map calls of the scenario (4 chunks + 2 overflow buffers).
+        fault::fail_map_at(u64::MAX, ENOMEM);
+        scenario(prealloc).expect("no failure injected");
+        let calls = fault::clear();
+        assert_eq!(calls, 6, "4 chunks and 2 overflow buffers");
+        assert_eq!(fault::live(), live0, "dry run leaked a mapping");
+        for n in 0..calls {
+            fault::fail_map_at(n, ENOMEM);
+            let r = scenario(prealloc);
+            fault::clear();
+            let err = r.expect_err("the injected failure must surface");
+            let site = if prealloc && n < 4 {
+                "build"
+            } else {
+                "acquire"
+            };
+            assert!(
+                err.starts_with(site),
+                "call {n} (prealloc {prealloc}): {err}"
+            );
+            assert_eq!(
+                fault::live(),
+                live0,
+                "call {n} (prealloc {prealloc}) leaked a mapping"
+            );
+        }
+    }
+}
+
+#[test]
+fn chunk_failure_leaves_pool_empty_and_usable() {
+    let pool = PagePool::builder()
+        .buf_size(page())
+        .capacity(8)
+        .build()
+        .unwrap();
+    fault::fail_map_at(0, ENOMEM);
+    let e = pool.acquire().unwrap_err();
+    fault::clear();
+    assert_eq!(os_errno(&e), Some(ENOMEM));
+    assert!(e.to_string().contains("refused to map"), "{e}");
+    let s = pool.stats();
+    assert_eq!(
+        (
+            s.chunks,
+            s.pooled_buffers,
+            s.mapped_bytes,
+            s.os_errors,
+            s.acquires
+        ),
+        (0, 0, 0, 1, 1)
+    );
+    let b = pool.acquire().unwrap();
+    assert!(!b.is_overflow());
+    assert_eq!(pool.stats().chunks, 1);
+}
+
+#[test]
+fn overflow_failure_returns_permit() {
+    let pool = PagePool::builder()
+        .buf_size(page())
+        .capacity(1)
+        .max_overflow(1)
+        .build()
+        .unwrap();
+    let a = pool.acquire().unwrap();
+    let before = pool.stats().mapped_bytes;
+    fault::fail_map_at(0, ENOMEM);
+    let e = pool.acquire().unwrap_err();
+    fault::clear();
+    assert_eq!(os_errno(&e), Some(ENOMEM));
+    let s = pool.stats();
+    assert_eq!(
+        (s.overflow_in_use, s.overflow_maps, s.mapped_bytes),
+        (0, 0, before)
+    );
+    // The permit came back: the single allowed overflow buffer can still be mapped.
+    let b = pool.acquire().unwrap();
+    assert!(b.is_overflow());
+    drop((a, b));
+}
+
+#[test]
+fn prealloc_failure_unmaps_what_was_mapped() {
+    let live0 = fault::live();
+    fault::fail_map_at(2, ENOMEM);
+    let e = multi_chunk(true, OverflowPolicy::Fail).unwrap_err();
+    fault::clear();
+    assert!(
+        matches!(e, ConfigError::Os { ref source, .. } if source.raw_os_error() == Some(ENOMEM)),
+        "{e}"
+    );
+    assert_eq!(fault::live(), live0);
+}
+
+#[test]
+fn other_errnos_pass_through() {
+    let pool = PagePool::builder()
+        .buf_size(page())
+        .capacity(1)
+        .build()
+        .unwrap();
+    fault::fail_map_at(0, 1 /* EPERM */);
+    let e = pool.acquire().unwrap_err();
+    fault::clear();
+    assert_eq!(os_errno(&e), Some(1));
+}

@@ -50,8 +50,16 @@ pub(crate) fn map(len: usize, align: usize, populate: bool) -> io::Result<Mappin
     let reserve = len
         .checked_add(slack)
         .filter(|&r| r <= isize::MAX as usize)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::OutOfMemory, "mapping size exceeds isize::MAX"))?;
-    imp::map(reserve, len, align, populate)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "mapping size exceeds isize::MAX",
+            )
+        })?;
+    let m = imp::map(reserve, len, align, populate)?;
+    #[cfg(test)]
+    fault::mapped();
+    Ok(m)
 }
 
 /// Test-only fault injection: fail the Nth `map` call made on this thread.
@@ -63,6 +71,20 @@ pub(crate) mod fault {
     thread_local! {
         static MAP_PLAN: Cell<Option<(u64, i32)>> = const { Cell::new(None) };
         static MAP_CALLS: Cell<u64> = const { Cell::new(0) };
+        static LIVE: Cell<i64> = const { Cell::new(0) };
+    }
+
+    /// Mappings made minus mappings dropped on this thread since it started.
+    pub(crate) fn live() -> i64 {
+        LIVE.with(|l| l.get())
+    }
+
+    pub(super) fn mapped() {
+        LIVE.with(|l| l.set(l.get() + 1));
+    }
+
+    pub(crate) fn unmapped() {
+        LIVE.with(|l| l.set(l.get() - 1));
     }
 
     /// From now on, the `n`th (0-based) `map` call on this thread fails with `errno`; counting restarts.

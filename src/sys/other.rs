@@ -26,7 +26,12 @@ impl Mapping {
     }
 }
 
-pub(crate) fn map(_reserve: usize, _len: usize, _align: usize, _populate: bool) -> io::Result<Mapping> {
+pub(crate) fn map(
+    _reserve: usize,
+    _len: usize,
+    _align: usize,
+    _populate: bool,
+) -> io::Result<Mapping> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "pagepool has no virtual-memory backend for this target",

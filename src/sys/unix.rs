@@ -43,6 +43,14 @@ impl Mapping {
     }
 }
 
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // The munmap itself is done by memmap2's drop of `_map`, right after this.
+        #[cfg(test)]
+        super::fault::unmapped();
+    }
+}
+
 impl std::fmt::Debug for Mapping {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mapping")
@@ -64,11 +72,13 @@ pub(crate) fn map(reserve: usize, len: usize, align: usize, populate: bool) -> i
     let base = map.as_mut_ptr();
     let offset = base.align_offset(align);
     if offset == usize::MAX || offset + len > reserve {
-        return Err(io::Error::new(io::ErrorKind::Other, "mmap returned memory that cannot be aligned"));
+        return Err(io::Error::other(
+            "mmap returned memory that cannot be aligned",
+        ));
     }
     // SAFETY: offset + len <= reserve, so the pointer stays inside the mapping.
     let ptr = unsafe { base.add(offset) };
-    let ptr = NonNull::new(ptr).ok_or_else(|| io::Error::new(io::ErrorKind::Other, "mmap returned null"))?;
+    let ptr = NonNull::new(ptr).ok_or_else(|| io::Error::other("mmap returned null"))?;
     if populate && (reserve != len || !cfg!(target_os = "linux")) {
         touch(ptr, len);
     }

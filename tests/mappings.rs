@@ -1,0 +1,93 @@
+//! Pooled memory comes from the OS in chunks, never from the malloc heap, and stays within few mappings.
+
+mod common;
+use common::{mapping_count, mapping_of, maps_lock};
+use pagepool::PagePool;
+
+#[test]
+fn one_million_8k_buffers_need_at_most_1000_mappings() {
+    let _g = maps_lock();
+    let before = mapping_count();
+    let pool = PagePool::builder()
+        .buf_size(8192)
+        .capacity(1_000_000)
+        .build()
+        .unwrap();
+    // Acquire every pooled buffer (address space only: nothing is written, so RSS stays small).
+    let held: Vec<_> = (0..1_000_000).map(|_| pool.acquire().unwrap()).collect();
+    assert!(held.iter().all(|b| !b.is_overflow()));
+    let s = pool.stats();
+    assert_eq!(s.pooled_buffers, 1_000_000);
+    let during = mapping_count();
+    println!(
+        "1,000,000 pooled 8 KiB buffers: {} chunks, {} more /proc/self/maps lines",
+        s.chunks,
+        during.saturating_sub(before)
+    );
+    assert!(s.chunks <= 1000, "{s:?}");
+    assert!(during <= before + 1000, "{before} -> {during} mappings");
+    drop(held);
+    drop(pool);
+    // Everything is unmapped again once the pool and all its buffers are gone.
+    assert!(
+        mapping_count() <= before + 2,
+        "{before} -> {}",
+        mapping_count()
+    );
+}
+
+#[test]
+fn chunks_grow_on_demand_up_to_capacity() {
+    let _g = maps_lock();
+    let page = pagepool::page_size();
+    // 4 MiB chunks of one-page buffers: 1024 slots per chunk, 3 chunks in all.
+    let per_chunk = (4 << 20) / page;
+    let pool = PagePool::builder()
+        .buf_size(page)
+        .capacity(3 * per_chunk)
+        .build()
+        .unwrap();
+    assert_eq!(pool.stats().chunks, 0);
+    let mut held = vec![pool.acquire().unwrap()];
+    assert_eq!(pool.stats().chunks, 1);
+    held.extend((1..per_chunk).map(|_| pool.acquire().unwrap()));
+    assert_eq!(pool.stats().chunks, 1);
+    held.push(pool.acquire().unwrap());
+    assert_eq!(pool.stats().chunks, 2);
+    held.extend((0..2 * per_chunk - 1).map(|_| pool.acquire().unwrap()));
+    let s = pool.stats();
+    assert_eq!(
+        (s.chunks, s.pooled_buffers, s.overflow_in_use),
+        (3, 3 * per_chunk, 0)
+    );
+    assert_eq!(s.mapped_bytes, 3 * per_chunk * page);
+    held.push(pool.acquire().unwrap());
+    assert!(
+        held.last().unwrap().is_overflow(),
+        "past capacity the pool overflows"
+    );
+}
+
+#[test]
+fn buffers_live_in_anonymous_os_mappings_not_the_heap() {
+    let _g = maps_lock();
+    let pool = PagePool::builder()
+        .buf_size(8192)
+        .capacity(4)
+        .build()
+        .unwrap();
+    let pooled: Vec<_> = (0..4).map(|_| pool.acquire().unwrap()).collect();
+    let overflow = pool.acquire().unwrap();
+    assert!(overflow.is_overflow());
+    for b in pooled.iter().chain(std::iter::once(&overflow)) {
+        let line = mapping_of(b.as_ptr() as usize).expect("buffer address is mapped");
+        let fields: Vec<_> = line.split_whitespace().collect();
+        assert!(fields[1].starts_with("rw"), "{line}");
+        // An anonymous mapping has inode 0 and no path; the brk heap would say [heap].
+        assert_eq!(fields[4], "0", "{line}");
+        assert!(fields.len() == 5, "named mapping: {line}");
+        // The whole buffer lies inside that one mapping.
+        let end = b.as_ptr() as usize + b.len() - 1;
+        assert_eq!(mapping_of(end).as_deref(), Some(line.as_str()));
+    }
+}

@@ -1,0 +1,54 @@
+//! Operator-facing tracing events, target "pagepool": debug on chunk and overflow map/unmap, warn when
+//! overflow starts, error on OS failures.
+
+mod common;
+use common::Recorder;
+use pagepool::PagePool;
+use tracing::Level;
+
+#[test]
+fn events_at_the_points_an_operator_cares_about() {
+    let rec = Recorder::default();
+    rec.record(|| {
+        let pool = PagePool::builder()
+            .buf_size(8192)
+            .capacity(1)
+            .build()
+            .unwrap();
+        let a = pool.acquire().unwrap(); // maps the chunk
+        let o1 = pool.acquire().unwrap(); // overflow starts: warn + debug map
+        let o2 = pool.acquire().unwrap(); // still overflowing: no second warning
+        drop((o1, o2, a));
+        let huge = PagePool::builder()
+            .buf_size(1 << 47)
+            .capacity(1)
+            .build()
+            .unwrap();
+        assert!(huge.acquire().is_err()); // OS refusal: error
+    });
+    let ev = rec.events();
+    let ours: Vec<_> = ev.iter().filter(|e| e.target == "pagepool").collect();
+    assert_eq!(
+        ours.len(),
+        ev.len(),
+        "every event uses target \"pagepool\": {ev:?}"
+    );
+    let count = |lvl: Level, text: &str| {
+        ours.iter()
+            .filter(|e| e.level == lvl && e.message.starts_with(text))
+            .count()
+    };
+    assert_eq!(count(Level::DEBUG, "mapped pool chunk"), 1, "{ours:#?}");
+    assert_eq!(count(Level::WARN, "pool exhausted"), 1, "{ours:#?}");
+    assert_eq!(
+        count(Level::DEBUG, "mapped overflow buffer"),
+        2,
+        "{ours:#?}"
+    );
+    assert_eq!(
+        count(Level::DEBUG, "unmapped overflow buffer"),
+        2,
+        "{ours:#?}"
+    );
+    assert_eq!(count(Level::ERROR, "chunk mmap failed"), 1, "{ours:#?}");
+}
