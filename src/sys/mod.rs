@@ -44,7 +44,7 @@ pub(crate) fn page_size() -> usize {
 pub(crate) fn map(len: usize, align: usize, populate: bool) -> io::Result<Mapping> {
     debug_assert!(len > 0 && len % page_size() == 0);
     debug_assert!(align.is_power_of_two() && align >= page_size());
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     fault::check_map()?;
     let slack = align - page_size();
     let reserve = len
@@ -57,13 +57,13 @@ pub(crate) fn map(len: usize, align: usize, populate: bool) -> io::Result<Mappin
             )
         })?;
     let m = imp::map(reserve, len, align, populate)?;
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     fault::mapped();
     Ok(m)
 }
 
 /// Test-only fault injection: fail the Nth `map` call made on this thread.
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 pub(crate) mod fault {
     use std::cell::Cell;
     use std::io;

@@ -46,7 +46,7 @@ impl Mapping {
 impl Drop for Mapping {
     fn drop(&mut self) {
         // The munmap itself is done by memmap2's drop of `_map`, right after this.
-        #[cfg(test)]
+        #[cfg(all(test, not(loom)))]
         super::fault::unmapped();
     }
 }
