@@ -1,7 +1,6 @@
 //! [`AlignedBuf`]: the RAII handle to one buffer.
 
 use crate::pool::Inner;
-use crate::sync::Arc;
 use crate::sys::Mapping;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -35,18 +34,20 @@ pub struct AlignedBuf {
     slot: u32,
     /// The buffer's own mapping, for an overflow buffer.
     mapping: Option<Mapping>,
-    pool: Arc<Inner>,
+    /// The pool's shared state; this buffer owns one reference on it (see `cache.rs`).
+    pool: NonNull<Inner>,
 }
 
 // SAFETY: an AlignedBuf is the unique owner of its bytes (the freelist invariant in freelist.rs: a slot is held
 // by at most one buffer; an overflow mapping belongs to this buffer alone), so moving it to another thread
-// moves that ownership; Inner is Send + Sync.
+// moves that ownership. The reference on Inner is a counted one released with atomic operations, and Inner is
+// Send + Sync.
 unsafe impl Send for AlignedBuf {}
 // SAFETY: `&AlignedBuf` only gives `&[u8]` access; mutation needs `&mut`.
 unsafe impl Sync for AlignedBuf {}
 
 impl AlignedBuf {
-    pub(crate) fn pooled(pool: Arc<Inner>, slot: u32, ptr: NonNull<u8>, len: usize) -> Self {
+    pub(crate) fn pooled(pool: NonNull<Inner>, slot: u32, ptr: NonNull<u8>, len: usize) -> Self {
         AlignedBuf {
             ptr,
             len,
@@ -56,7 +57,7 @@ impl AlignedBuf {
         }
     }
 
-    pub(crate) fn overflow(pool: Arc<Inner>, mapping: Mapping) -> Self {
+    pub(crate) fn overflow(pool: NonNull<Inner>, mapping: Mapping) -> Self {
         AlignedBuf {
             ptr: mapping.ptr(),
             len: mapping.len(),
@@ -117,8 +118,10 @@ impl Drop for AlignedBuf {
     #[inline]
     fn drop(&mut self) {
         match self.mapping.take() {
-            None => self.pool.release(self.slot),
-            Some(m) => self.pool.release_overflow(m),
+            // SAFETY: this buffer owns the slot and one reference; it is never used again after drop.
+            None => unsafe { Inner::release(self.pool, self.slot) },
+            // SAFETY: as above, for the overflow mapping.
+            Some(m) => unsafe { Inner::release_overflow(self.pool, m) },
         }
     }
 }

@@ -28,7 +28,8 @@ pub enum OverflowPolicy {
 /// Builder for a [`PagePool`](crate::PagePool); start with [`PagePool::builder`](crate::PagePool::builder).
 ///
 /// Defaults: `buf_size` = [`page_size()`](crate::page_size), `capacity` = 1024, `alignment` = page size,
-/// [`OverflowPolicy::Map`], `max_overflow` = unlimited, `prealloc` = false.
+/// [`OverflowPolicy::Map`], `max_overflow` = unlimited, `prealloc` = false, `thread_cache` = `min(64,
+/// capacity / 16)`.
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until .build() is called"]
 pub struct PoolBuilder {
@@ -38,7 +39,11 @@ pub struct PoolBuilder {
     pub(crate) overflow: OverflowPolicy,
     pub(crate) max_overflow: usize,
     pub(crate) prealloc: bool,
+    pub(crate) thread_cache: Option<usize>,
 }
+
+/// The default thread cache holds at most this many slots.
+const DEFAULT_THREAD_CACHE: usize = 64;
 
 impl Default for PoolBuilder {
     fn default() -> Self {
@@ -49,6 +54,7 @@ impl Default for PoolBuilder {
             overflow: OverflowPolicy::Map,
             max_overflow: usize::MAX,
             prealloc: false,
+            thread_cache: None,
         }
     }
 }
@@ -92,6 +98,18 @@ impl PoolBuilder {
     /// Map and fault in all pooled memory at build time instead of chunk by chunk on demand.
     pub fn prealloc(mut self, yes: bool) -> Self {
         self.prealloc = yes;
+        self
+    }
+
+    /// Idle slots each thread may keep in its own cache (at most `capacity`; 0 turns caching off).
+    ///
+    /// A thread's cache serves its acquires and absorbs its releases without touching shared memory; it
+    /// refills and flushes half its size at a time from the shared freelist. Idle buffers resting in one
+    /// thread's cache are not available to other threads until flushed (by a full cache, thread exit, or
+    /// [`PagePool::trim`](crate::PagePool::trim)), so size `capacity` for the demand plus
+    /// `threads x thread_cache`, or set 0 for strict accounting. Default: `min(64, capacity / 16)`.
+    pub fn thread_cache(mut self, slots: usize) -> Self {
+        self.thread_cache = Some(slots);
         self
     }
 
@@ -155,6 +173,16 @@ impl PoolBuilder {
         if total > limit || total + (align - page_size) > limit {
             return Err(too_large());
         }
+        let thread_cache = match self.thread_cache {
+            None => DEFAULT_THREAD_CACHE.min(self.capacity / 16),
+            Some(n) if n <= self.capacity => n,
+            Some(n) => {
+                return Err(ConfigError::ThreadCacheTooLarge {
+                    thread_cache: n,
+                    capacity: self.capacity,
+                })
+            }
+        };
         // Chunk sizing: at least CHUNK_TARGET_BYTES, at most MAX_CHUNKS chunks, a power of two slots each so
         // that slot -> address is a shift and a mask.
         let by_bytes = CHUNK_TARGET_BYTES.div_ceil(stride);
@@ -172,6 +200,7 @@ impl PoolBuilder {
             capacity: self.capacity,
             chunk_shift,
             chunks,
+            thread_cache,
         })
     }
 }
@@ -191,6 +220,8 @@ pub(crate) struct Layout {
     pub(crate) chunk_shift: u32,
     /// Number of chunks (at most `MAX_CHUNKS`).
     pub(crate) chunks: usize,
+    /// Slots a thread cache holds at most.
+    pub(crate) thread_cache: usize,
 }
 
 impl Layout {

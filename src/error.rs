@@ -65,6 +65,14 @@ pub enum ConfigError {
         /// Requested capacity.
         capacity: usize,
     },
+    /// `thread_cache` exceeds `capacity`.
+    #[error("thread_cache {thread_cache} exceeds capacity {capacity}: a thread cannot cache more buffers than the pool has; use at most {capacity} (or 0 to turn caching off)")]
+    ThreadCacheTooLarge {
+        /// The rejected cache size.
+        thread_cache: usize,
+        /// The pool's capacity.
+        capacity: usize,
+    },
     /// The heap could not hold the freelist's bookkeeping for this capacity.
     #[error("the freelist for capacity {capacity} needs about {bytes} bytes of heap, which could not be allocated: lower the capacity")]
     FreelistAlloc {

@@ -34,6 +34,7 @@
 
 mod arena;
 mod buf;
+mod cache;
 mod config;
 mod error;
 mod freelist;

@@ -151,6 +151,7 @@ fn last_handle_drop_races_last_release() {
         });
         drop(p);
         t.join().unwrap();
+        settle(|| teardowns() > before);
         assert_eq!(teardowns(), before + 1);
     });
 }
@@ -253,5 +254,108 @@ fn overflow_cap_is_exact() {
         assert!(results.iter().flatten().all(|(o, _)| *o));
         drop(results);
         assert_eq!(p.stats().overflow_in_use, 0);
+    });
+}
+
+/// Waits until `done()` holds. Loom lets `join` return as soon as a thread's closure has returned, before its
+/// thread-local destructors (our cache flush at thread exit) have run; std's `join` waits for them. Yielding
+/// here lets loom schedule those destructors, and a destructor that never makes `done()` true fails the model.
+fn settle(done: impl Fn() -> bool) {
+    while !done() {
+        thread::yield_now();
+    }
+}
+
+fn cached_pool(capacity: usize, cache: usize) -> PagePool {
+    PagePool::builder()
+        .buf_size(crate::page_size())
+        .capacity(capacity)
+        .thread_cache(cache)
+        .overflow(OverflowPolicy::Fail)
+        .build()
+        .unwrap()
+}
+
+/// Two threads with caches of 2 on a 4-slot pool: refills and flushes of one race the other's; no slot is
+/// ever held twice, nothing is exhausted, and after both threads exit (flushing their caches) every slot is
+/// back in the shared freelist.
+#[test]
+fn cache_refill_and_flush_race() {
+    loom::model(|| {
+        let p = cached_pool(4, 2);
+        let holders = Holders::new(4);
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (p, h) = (p.clone(), holders.clone());
+                thread::spawn(move || {
+                    let a = p
+                        .acquire()
+                        .expect("4 slots, 2 threads x 2 held: never exhausted");
+                    h.take(&a);
+                    let b = p.acquire().expect("never exhausted");
+                    h.take(&b);
+                    h.give(&a);
+                    drop(a);
+                    h.give(&b);
+                    drop(b); // the cache is full now: this release flushes one slot
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        settle(|| p.stats().cached == 0);
+        let s = p.stats();
+        assert_eq!((s.in_use, s.cached, s.exhausted), (0, 0, 0), "{s:?}");
+        assert_eq!(s.idle, s.pooled_buffers);
+        assert_eq!(s.pool_hits, 4);
+    });
+}
+
+/// A buffer acquired on one thread is released on another while the acquiring thread exits (flushing its
+/// cache): the slot lands in the releaser's cache, and everything is home after both exit.
+#[test]
+fn cross_thread_release_while_owner_exits() {
+    loom::model(|| {
+        let p = cached_pool(2, 2);
+        let (tx, rx) = loom::sync::mpsc::channel();
+        let p1 = p.clone();
+        let owner = thread::spawn(move || {
+            let b = p1.acquire().unwrap();
+            tx.send(b).unwrap();
+            // The thread exits now: its cache (holding the chunk's other slot, if refilled) is flushed.
+        });
+        let p2 = p.clone();
+        let releaser = thread::spawn(move || {
+            let b = rx.recv().unwrap();
+            drop(b);
+            drop(p2);
+        });
+        owner.join().unwrap();
+        releaser.join().unwrap();
+        settle(|| p.stats().cached == 0);
+        let s = p.stats();
+        assert_eq!((s.in_use, s.cached), (0, 0), "{s:?}");
+        assert_eq!(s.idle, s.pooled_buffers);
+    });
+}
+
+/// The last handle drops while another thread's cache holds the pool's slots and that thread releases the
+/// last buffer and exits: the shared state is freed exactly once, after the thread's exit flush.
+#[test]
+fn close_races_cached_release() {
+    loom::model(|| {
+        let before = teardowns();
+        let p = cached_pool(2, 2);
+        let b = p.acquire().unwrap();
+        let t = thread::spawn(move || {
+            let mut b = b;
+            b.fill(1);
+            drop(b); // into this thread's cache, or directly home if the pool is already closing
+        });
+        drop(p);
+        t.join().unwrap();
+        settle(|| teardowns() > before);
+        assert_eq!(teardowns(), before + 1);
     });
 }

@@ -2,16 +2,26 @@
 
 use crate::arena::{Arena, Grow};
 use crate::buf::AlignedBuf;
+use crate::cache::{self, CacheStats};
 use crate::config::{Layout, PoolBuilder};
 use crate::error::{AcquireError, ConfigError};
 use crate::freelist::FreeList;
 use crate::overflow::Overflow;
 use crate::stats::{Counters, PoolStats};
-use crate::sync::Arc;
+use crate::sync::{Arc, AtomicUsize};
 use crate::sys::Mapping;
 use crate::OverflowPolicy;
 use std::fmt;
-use std::sync::atomic::Ordering::Relaxed;
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU64 as StdAtomicU64;
+use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+use std::sync::Arc as StdArc;
+use std::sync::Mutex as StdMutex;
+
+/// `Inner::state` bit set once the last `PagePool` handle is gone.
+const CLOSING: usize = 1;
+/// One reference in `Inner::state`.
+const REF: usize = 2;
 
 /// A pool of page-aligned buffers taken straight from the OS.
 ///
@@ -37,15 +47,55 @@ use std::sync::atomic::Ordering::Relaxed;
 /// ```
 #[derive(Clone)]
 pub struct PagePool {
-    inner: Arc<Inner>,
+    handle: Arc<Handle>,
 }
 
-/// State shared by every `PagePool` clone and every buffer out.
+/// The one reference all `PagePool` clones share; dropping the last clone closes the pool.
+struct Handle {
+    inner: NonNull<Inner>,
+}
+
+// SAFETY: Handle is a counted reference to Inner, which is Send + Sync (all shared state is atomic or locked).
+unsafe impl Send for Handle {}
+// SAFETY: as above.
+unsafe impl Sync for Handle {}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // A single-threaded program gets its memory back right here: flush our own cache first.
+        cache::close_local(self.inner);
+        // SAFETY: the handles' reference is still held, so Inner is alive.
+        let inner = unsafe { self.inner.as_ref() };
+        // Drop the handles' reference and set CLOSING in one step: REF - CLOSING = 1.
+        let prev = inner.state.fetch_sub(REF - CLOSING, AcqRel);
+        // Tell other threads' caches to let go of this pool at their next operation.
+        cache::bump_sweep_epoch();
+        if prev == REF {
+            // SAFETY: the count was exactly our reference and CLOSING is now set: nobody else holds a
+            // reference, and nobody can take one (that needs a handle or a buffer). We free exactly once.
+            unsafe { Inner::free(self.inner) };
+        }
+    }
+}
+
+/// State shared by every `PagePool` clone, every buffer out and every thread cache of this pool.
+///
+/// Freed when `state` reaches "no references, CLOSING" (see `cache.rs` for the protocol).
 pub(crate) struct Inner {
     arena: Arena,
-    free: FreeList,
+    pub(crate) free: FreeList,
     counters: Counters,
     overflow: Overflow,
+    /// `references * REF | CLOSING`.
+    state: AtomicUsize,
+    /// Slots a thread cache holds at most (0: no caches).
+    pub(crate) cache_size: usize,
+    /// Bumped by `trim`: caches flush when they see a new value.
+    trim_epoch: StdAtomicU64,
+    /// Stats of live thread caches (registration is once per thread per pool).
+    caches: StdMutex<Vec<StdArc<CacheStats>>>,
+    /// Cache hits of caches that have gone.
+    retired_hits: StdAtomicU64,
 }
 
 #[cfg(loom)]
@@ -62,13 +112,85 @@ impl Drop for Inner {
 }
 
 impl Inner {
+    /// Takes `n` more references. The caller must already hold one (so the count cannot be zero).
     #[inline]
-    pub(crate) fn release(&self, slot: u32) {
-        self.free.push(slot);
+    pub(crate) fn add_refs(&self, n: usize) {
+        self.state.fetch_add(n * REF, Relaxed);
     }
 
-    pub(crate) fn release_overflow(&self, m: Mapping) {
-        self.overflow.unmap(m, &self.counters);
+    /// Drops `n` references, freeing `Inner` if they were the last and the pool is closing.
+    ///
+    /// # Safety
+    /// The caller owns `n` references on `this`, has finished every access to `*this` that needed them
+    /// (e.g. pushing slots to the freelist), and does not touch `this` afterwards.
+    #[inline]
+    pub(crate) unsafe fn release_refs(this: NonNull<Inner>, n: usize) {
+        // SAFETY: the caller's references keep Inner alive until this decrement.
+        let prev = unsafe { this.as_ref() }.state.fetch_sub(n * REF, AcqRel);
+        if prev == n * REF + CLOSING {
+            // SAFETY: the count is now zero and CLOSING is set: no handle, buffer or cache refers to Inner,
+            // and no new reference can be taken. Only the thread whose decrement reached zero gets here.
+            unsafe { Inner::free(this) };
+        }
+    }
+
+    /// # Safety
+    /// `this` came from `Box::into_raw` in `from_builder` and no reference to it remains.
+    unsafe fn free(this: NonNull<Inner>) {
+        // SAFETY: per the contract, we own the allocation exclusively.
+        drop(unsafe { Box::from_raw(this.as_ptr()) });
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.state.load(Relaxed) & CLOSING != 0
+    }
+
+    pub(crate) fn trim_epoch(&self) -> u64 {
+        self.trim_epoch.load(Relaxed)
+    }
+
+    pub(crate) fn register_cache(&self) -> StdArc<CacheStats> {
+        let stats = StdArc::new(CacheStats::default());
+        self.caches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(stats.clone());
+        stats
+    }
+
+    pub(crate) fn unregister_cache(&self, stats: &StdArc<CacheStats>, hits: u64) {
+        let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
+        caches.retain(|c| !StdArc::ptr_eq(c, stats));
+        // Fold under the lock so a concurrent `stats()` never counts these hits twice or not at all.
+        self.retired_hits.fetch_add(hits, Relaxed);
+    }
+
+    /// Returns a pooled slot (and its reference) that a buffer held.
+    ///
+    /// # Safety
+    /// The caller owns the slot and one reference, and does not touch `this` afterwards.
+    #[inline]
+    pub(crate) unsafe fn release(this: NonNull<Inner>, slot: u32) {
+        // SAFETY: the buffer's reference keeps Inner alive.
+        let inner = unsafe { this.as_ref() };
+        if inner.cache_size > 0 && !inner.is_closing() && cache::release(this, slot) {
+            return;
+        }
+        inner.free.push(slot);
+        // SAFETY: the slot is back in the freelist; this is the buffer's reference.
+        unsafe { Inner::release_refs(this, 1) };
+    }
+
+    /// Unmaps an overflow buffer and drops its reference.
+    ///
+    /// # Safety
+    /// As for [`Inner::release`].
+    pub(crate) unsafe fn release_overflow(this: NonNull<Inner>, m: Mapping) {
+        // SAFETY: the buffer's reference keeps Inner alive.
+        let inner = unsafe { this.as_ref() };
+        inner.overflow.unmap(m, &inner.counters);
+        // SAFETY: the mapping is gone; this is the buffer's reference.
+        unsafe { Inner::release_refs(this, 1) };
     }
 }
 
@@ -81,16 +203,24 @@ impl PagePool {
     pub(crate) fn from_builder(b: &PoolBuilder) -> Result<PagePool, ConfigError> {
         let layout: Layout = b.layout()?;
         let free = FreeList::new(layout.capacity)?;
+        let inner = Box::new(Inner {
+            arena: Arena::new(layout),
+            free,
+            counters: Counters::new(),
+            overflow: Overflow::new(b.overflow, b.max_overflow, layout.buf_size, layout.align),
+            state: AtomicUsize::new(REF),
+            cache_size: layout.thread_cache,
+            trim_epoch: StdAtomicU64::new(0),
+            caches: StdMutex::new(Vec::new()),
+            retired_hits: StdAtomicU64::new(0),
+        });
         let pool = PagePool {
-            inner: Arc::new(Inner {
-                arena: Arena::new(layout),
-                free,
-                counters: Counters::new(),
-                overflow: Overflow::new(b.overflow, b.max_overflow, layout.buf_size, layout.align),
+            handle: Arc::new(Handle {
+                inner: NonNull::from(Box::leak(inner)),
             }),
         };
         if b.prealloc {
-            let inner = &pool.inner;
+            let inner = pool.inner();
             loop {
                 match inner.arena.grow(true) {
                     Ok(Grow::Grew(range)) => range.for_each(|i| inner.free.push(i)),
@@ -141,23 +271,43 @@ impl PagePool {
     /// ```
     #[inline]
     pub fn acquire(&self) -> Result<AlignedBuf, AcquireError> {
-        if let Some(slot) = self.inner.free.pop() {
-            return Ok(self.pooled(slot));
+        let inner = self.inner();
+        if inner.cache_size > 0 {
+            if let Some(slot) = cache::acquire(self.handle.inner) {
+                return Ok(self.buf(slot));
+            }
         }
         self.acquire_slow()
     }
 
     #[inline]
-    fn pooled(&self, slot: u32) -> AlignedBuf {
-        let inner = &self.inner;
-        inner.counters.hit();
+    fn inner(&self) -> &Inner {
+        // SAFETY: the handle holds a reference on Inner for as long as `self` lives.
+        unsafe { self.handle.inner.as_ref() }
+    }
+
+    /// Wraps a slot that already carries its reference.
+    #[inline]
+    fn buf(&self, slot: u32) -> AlignedBuf {
+        let inner = self.inner();
         let ptr = inner.arena.slot_ptr(slot);
-        AlignedBuf::pooled(Arc::clone(inner), slot, ptr, inner.arena.layout().buf_size)
+        AlignedBuf::pooled(self.handle.inner, slot, ptr, inner.arena.layout().buf_size)
+    }
+
+    /// Wraps a slot taken from the shared freelist or a new chunk: counts the hit and takes its reference.
+    fn pooled(&self, slot: u32) -> AlignedBuf {
+        let inner = self.inner();
+        inner.counters.hit();
+        inner.add_refs(1);
+        self.buf(slot)
     }
 
     #[cold]
     fn acquire_slow(&self) -> Result<AlignedBuf, AcquireError> {
-        let inner = &self.inner;
+        let inner = self.inner();
+        if let Some(slot) = inner.free.pop() {
+            return Ok(self.pooled(slot));
+        }
         loop {
             match inner.arena.grow(false) {
                 Ok(Grow::Grew(range)) => {
@@ -190,16 +340,44 @@ impl PagePool {
         let mapping = inner
             .overflow
             .map(&inner.counters, inner.arena.layout().capacity)?;
-        Ok(AlignedBuf::overflow(Arc::clone(inner), mapping))
+        inner.add_refs(1);
+        Ok(AlignedBuf::overflow(self.handle.inner, mapping))
+    }
+
+    /// Flushes idle buffers out of thread caches back to the shared freelist: this thread's cache now, every
+    /// other thread's cache at that thread's next pool operation.
+    ///
+    /// Use it after a burst on short-lived worker threads, or before reading [`stats`](Self::stats) when an
+    /// exact count of the shared freelist matters.
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = pagepool::PagePool::builder().capacity(64).thread_cache(8).build().unwrap();
+    /// drop(pool.acquire().unwrap()); // the buffer rests in this thread's cache
+    /// assert_eq!(pool.stats().cached, 1);
+    /// pool.trim();
+    /// assert_eq!(pool.stats().cached, 0);
+    /// ```
+    pub fn trim(&self) {
+        let inner = self.inner();
+        inner.trim_epoch.fetch_add(1, Relaxed);
+        cache::bump_sweep_epoch();
+        cache::flush_local(self.handle.inner);
     }
 
     /// A snapshot of the pool's counters and gauges. See [`PoolStats`] for when the fields add up.
     pub fn stats(&self) -> PoolStats {
-        let inner = &self.inner;
+        let inner = self.inner();
         let c = &inner.counters;
+        let (cached, cache_hits) = {
+            let caches = inner.caches.lock().unwrap_or_else(|e| e.into_inner());
+            let cached: usize = caches.iter().map(|s| s.cached.load(Relaxed)).sum();
+            let hits: u64 = caches.iter().map(|s| s.hits.load(Relaxed)).sum();
+            (cached, hits + inner.retired_hits.load(Relaxed))
+        };
         let pooled = inner.arena.mapped_slots();
-        let idle = inner.free.len().min(pooled);
-        let pool_hits = c.pool_hits();
+        let idle = (inner.free.len() + cached).min(pooled);
+        let pool_hits = c.pool_hits() + cache_hits;
         let overflow_maps = c.overflow_maps.load(Relaxed);
         let exhausted = c.exhausted.load(Relaxed);
         let os_errors = c.os_errors.load(Relaxed);
@@ -208,6 +386,7 @@ impl PagePool {
             buf_size: inner.arena.layout().buf_size,
             pooled_buffers: pooled,
             idle,
+            cached: cached.min(idle),
             in_use: pooled - idle,
             overflow_in_use: inner.overflow.in_use(),
             acquires: pool_hits + overflow_maps + exhausted + os_errors,
@@ -223,22 +402,27 @@ impl PagePool {
 
     /// Bytes per buffer.
     pub fn buf_size(&self) -> usize {
-        self.inner.arena.layout().buf_size
+        self.inner().arena.layout().buf_size
     }
 
     /// The most pooled buffers.
     pub fn capacity(&self) -> usize {
-        self.inner.arena.layout().capacity
+        self.inner().arena.layout().capacity
     }
 
     /// Alignment of every buffer's start (at least the page size).
     pub fn alignment(&self) -> usize {
-        self.inner.arena.layout().align
+        self.inner().arena.layout().align
+    }
+
+    /// Slots each thread's cache holds at most (0: caching off).
+    pub fn thread_cache(&self) -> usize {
+        self.inner().cache_size
     }
 
     /// The overflow policy.
     pub fn overflow_policy(&self) -> OverflowPolicy {
-        self.inner.overflow.policy
+        self.inner().overflow.policy
     }
 }
 
@@ -265,13 +449,14 @@ impl PoolBuilder {
 
 impl fmt::Debug for PagePool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let l = self.inner.arena.layout();
+        let l = self.inner().arena.layout();
         f.debug_struct("PagePool")
             .field("buf_size", &l.buf_size)
             .field("alignment", &l.align)
             .field("capacity", &l.capacity)
-            .field("overflow", &self.inner.overflow.policy)
-            .field("max_overflow", &self.inner.overflow.max)
+            .field("overflow", &self.inner().overflow.policy)
+            .field("max_overflow", &self.inner().overflow.max)
+            .field("thread_cache", &self.inner().cache_size)
             .field("stats", &self.stats())
             .finish()
     }

@@ -86,8 +86,10 @@ pub struct PoolStats {
     pub buf_size: usize,
     /// Pooled buffers mapped so far (grows chunk by chunk up to `capacity`).
     pub pooled_buffers: usize,
-    /// Pooled buffers idle in the freelist.
+    /// Pooled buffers idle: in the shared freelist or in a thread cache.
     pub idle: usize,
+    /// Of the idle buffers, those resting in thread caches.
+    pub cached: usize,
     /// Pooled buffers held by callers.
     pub in_use: usize,
     /// Overflow buffers held by callers.

@@ -137,6 +137,7 @@ fn max_overflow_caps_buffers_out_at_once() {
 
 #[test]
 fn pooled_buffers_are_preferred_again_after_release() {
+    let _g = maps_lock();
     let pool = PagePool::builder().capacity(1).build().unwrap();
     let a = pool.acquire().unwrap();
     let o = pool.acquire().unwrap();

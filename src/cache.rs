@@ -1,0 +1,297 @@
+//! Per-thread caches (magazines) of slot indices in front of the shared freelist.
+//!
+//! Each thread keeps, per pool it has used, a small LIFO stack of idle slot indices. Acquire pops from it and
+//! release pushes onto it, touching only this thread's memory: no shared cache line in the common case. When
+//! the stack is empty, acquire refills half of it from the shared freelist in one burst; when it is full,
+//! release flushes half of it back. A buffer released on another thread simply lands in *that* thread's
+//! cache: slots are fungible, so cross-thread release costs the same as same-thread release.
+//!
+//! # Lifetime protocol
+//! The pool's shared state (`Inner`) carries one reference count `state` (see `pool.rs`): one reference for
+//! all `PagePool` handles together, one per slot outside the freelist (held by a buffer or sitting in a
+//! cache), one per overflow buffer, and one per registered cache entry. The count changes only when slots
+//! cross between a cache and the freelist (a batch at a time), never on a cache hit. The last handle sets the
+//! `CLOSING` bit; whoever drops the count to zero with `CLOSING` set frees `Inner`, exactly once.
+//!
+//! A cache of a closed pool would keep its memory alive, so caches notice closes: every pool close and every
+//! [`PagePool::trim`](crate::PagePool::trim) bumps the global `SWEEP_EPOCH`; each operation compares it
+//! with the epoch this thread last saw (one load of a line that is almost never written) and, when it moved,
+//! flushes the entries of closing pools and of pools that asked for a trim. Thread exit flushes everything.
+//! So the memory of a dropped pool is unmapped once its last buffer is home and every thread that cached its
+//! slots has made another pool operation or exited.
+
+use crate::pool::Inner;
+use std::cell::RefCell;
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU64 as StdAtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc as StdArc;
+
+/// Bumped by every pool close and every trim request; see the module docs.
+#[cfg(not(loom))]
+static SWEEP_EPOCH: StdAtomicU64 = StdAtomicU64::new(0);
+
+// Under loom the epoch is a modelled atomic that starts afresh in every execution: a process-wide static
+// would leak state between executions (and between tests), which loom reports as non-determinism.
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref SWEEP_EPOCH: crate::sync::AtomicU64 = crate::sync::AtomicU64::new(0);
+}
+
+/// Makes every thread re-examine its caches at its next operation (after a pool close or a trim request).
+pub(crate) fn bump_sweep_epoch() {
+    SWEEP_EPOCH.fetch_add(1, Relaxed);
+}
+
+/// Counters of one thread's cache for one pool, readable by `stats()` on any thread. Written by the owning
+/// thread only (plain load + store, no read-modify-write), read by anyone.
+#[derive(Debug, Default)]
+pub(crate) struct CacheStats {
+    /// Slots in the cache now.
+    pub(crate) cached: std::sync::atomic::AtomicUsize,
+    /// Acquires served from the cache.
+    pub(crate) hits: StdAtomicU64,
+}
+
+/// One thread's cache for one pool.
+struct Entry {
+    inner: NonNull<Inner>,
+    /// Idle slot indices, most recently released last (handed out first: warm in cache and TLB).
+    slots: Vec<u32>,
+    /// The pool's trim epoch this entry last honoured.
+    trim_seen: u64,
+    hits: u64,
+    stats: StdArc<CacheStats>,
+}
+
+impl Entry {
+    /// The pool's shared state. The lifetime is not tied to `&self` so the slot stack can be borrowed
+    /// mutably alongside; callers use it only while the entry (and so its reference) lives.
+    fn inner<'a>(&self) -> &'a Inner {
+        // SAFETY: the entry holds one reference on `Inner` (taken in `Local::new_entry`), so it is alive
+        // for as long as the entry is, which outlasts every use of the returned reference.
+        unsafe { self.inner.as_ref() }
+    }
+
+    fn publish(&self) {
+        self.stats.cached.store(self.slots.len(), Relaxed);
+    }
+
+    /// Moves the oldest `n` slots to the shared freelist and drops their references.
+    fn flush(&mut self, n: usize) {
+        let n = n.min(self.slots.len());
+        if n == 0 {
+            return;
+        }
+        let inner = self.inner();
+        for slot in self.slots.drain(..n) {
+            inner.free.push(slot);
+        }
+        self.publish();
+        // SAFETY: these n references were owned by the cached slots; the entry's own reference keeps Inner
+        // alive past this call, so this cannot be the last one.
+        unsafe { Inner::release_refs(self.inner, n) };
+    }
+
+    /// Flushes everything, unregisters, and drops the entry's own reference (possibly freeing `Inner`).
+    fn close(mut self) {
+        self.flush(self.slots.len());
+        self.inner().unregister_cache(&self.stats, self.hits);
+        let inner = self.inner;
+        drop(self);
+        // SAFETY: the entry's own reference, taken in `Local::entry`; nothing touches `inner` afterwards.
+        unsafe { Inner::release_refs(inner, 1) };
+    }
+}
+
+/// This thread's caches, one entry per pool used (most recently used first).
+struct Local {
+    entries: Vec<Entry>,
+    epoch_seen: u64,
+}
+
+impl Local {
+    const fn new() -> Self {
+        Local {
+            entries: Vec::new(),
+            epoch_seen: 0,
+        }
+    }
+
+    /// Flushes entries of closing pools and honours trim requests, if anything changed since last time.
+    #[inline]
+    fn sweep(&mut self) {
+        let epoch = SWEEP_EPOCH.load(Relaxed);
+        if epoch != self.epoch_seen {
+            self.sweep_slow(epoch);
+        }
+    }
+
+    #[cold]
+    fn sweep_slow(&mut self, epoch: u64) {
+        self.epoch_seen = epoch;
+        let mut i = 0;
+        while i < self.entries.len() {
+            let e = &mut self.entries[i];
+            if e.inner().is_closing() {
+                self.entries.swap_remove(i).close();
+                continue;
+            }
+            let trim = e.inner().trim_epoch();
+            if trim != e.trim_seen {
+                e.trim_seen = trim;
+                let n = e.slots.len();
+                e.flush(n);
+            }
+            i += 1;
+        }
+    }
+
+    /// The entry for `inner`, created (and registered) if this thread has none yet. `None` if the pool is
+    /// closing (no new entries for a dying pool).
+    #[inline]
+    fn entry(&mut self, inner: NonNull<Inner>) -> Option<&mut Entry> {
+        let pos = match self.entries.iter().position(|e| e.inner == inner) {
+            Some(0) => 0,
+            Some(p) => {
+                self.entries.swap(0, p);
+                0
+            }
+            None => return self.new_entry(inner),
+        };
+        Some(&mut self.entries[pos])
+    }
+
+    #[cold]
+    fn new_entry(&mut self, inner: NonNull<Inner>) -> Option<&mut Entry> {
+        // SAFETY: the caller holds a reference on `Inner` (a handle, or the buffer being released).
+        let r = unsafe { inner.as_ref() };
+        if r.is_closing() {
+            return None;
+        }
+        r.add_refs(1);
+        let stats = r.register_cache();
+        self.entries.insert(
+            0,
+            Entry {
+                inner,
+                slots: Vec::with_capacity(r.cache_size),
+                trim_seen: r.trim_epoch(),
+                hits: 0,
+                stats,
+            },
+        );
+        Some(&mut self.entries[0])
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        for e in self.entries.drain(..) {
+            e.close();
+        }
+    }
+}
+
+#[cfg(not(loom))]
+std::thread_local! {
+    static LOCAL: RefCell<Local> = const { RefCell::new(Local::new()) };
+}
+
+// loom's macro predates `const` initialisers.
+#[cfg(loom)]
+loom::thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local::new());
+}
+
+/// Runs `f` on this thread's caches, or returns `None` when they are unavailable (thread-local storage
+/// already destroyed during thread exit, or a re-entrant call).
+#[inline]
+fn with_local<R>(f: impl FnOnce(&mut Local) -> Option<R>) -> Option<R> {
+    LOCAL
+        .try_with(|l| {
+            let mut l = l.try_borrow_mut().ok()?;
+            l.sweep();
+            f(&mut l)
+        })
+        .ok()
+        .flatten()
+}
+
+/// Takes a slot from this thread's cache, refilling it from the shared freelist when empty. The returned
+/// slot carries one reference. `None`: cache unavailable or the freelist is empty too.
+#[inline]
+pub(crate) fn acquire(inner: NonNull<Inner>) -> Option<u32> {
+    with_local(|l| {
+        let e = l.entry(inner)?;
+        let slot = match e.slots.pop() {
+            Some(s) => s,
+            None => refill(e)?,
+        };
+        e.hits += 1;
+        e.stats.hits.store(e.hits, Relaxed);
+        e.publish();
+        Some(slot)
+    })
+}
+
+#[cold]
+fn refill(e: &mut Entry) -> Option<u32> {
+    let inner = e.inner();
+    let want = (inner.cache_size / 2).max(1);
+    while e.slots.len() < want {
+        match inner.free.pop() {
+            Some(s) => e.slots.push(s),
+            None => break,
+        }
+    }
+    let got = e.slots.len();
+    if got == 0 {
+        return None;
+    }
+    // The caller holds a handle, so Inner cannot be freed between the pops and this increment.
+    inner.add_refs(got);
+    // Hand out the slot popped last; the rest stay cached in pop order.
+    e.slots.pop()
+}
+
+/// Puts a released slot (and its reference) into this thread's cache. Returns `false` if the caller must
+/// release it directly instead (cache unavailable, or the pool is closing).
+#[inline]
+pub(crate) fn release(inner: NonNull<Inner>, slot: u32) -> bool {
+    with_local(|l| {
+        let e = l.entry(inner)?;
+        if e.slots.len() >= e.inner().cache_size {
+            let half = (e.inner().cache_size / 2).max(1);
+            e.flush(half);
+        }
+        e.slots.push(slot);
+        e.publish();
+        Some(())
+    })
+    .is_some()
+}
+
+/// Flushes this thread's cache for `inner` (all of it) and drops the entry. Used by the closing handle.
+pub(crate) fn close_local(inner: NonNull<Inner>) {
+    let _ = LOCAL.try_with(|l| {
+        if let Ok(mut l) = l.try_borrow_mut() {
+            if let Some(p) = l.entries.iter().position(|e| e.inner == inner) {
+                l.entries.swap_remove(p).close();
+            }
+        }
+    });
+}
+
+/// Flushes this thread's cache for `inner` but keeps the entry. Used by `trim`.
+pub(crate) fn flush_local(inner: NonNull<Inner>) {
+    let _ = LOCAL.try_with(|l| {
+        if let Ok(mut l) = l.try_borrow_mut() {
+            if let Some(e) = l.entries.iter_mut().find(|e| e.inner == inner) {
+                let n = e.slots.len();
+                e.flush(n);
+                e.trim_seen = e.inner().trim_epoch();
+            }
+        }
+    });
+}

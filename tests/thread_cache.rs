@@ -1,0 +1,265 @@
+//! Per-thread caches: hits stay local, cross-thread release works, exiting threads give their buffers back,
+//! `trim` flushes, and a dropped pool's memory goes back once every cache has let go.
+//!
+//! Every test takes `maps_lock`: two tests check that an address range was unmapped, and a chunk mapped by a
+//! concurrently running test could otherwise land on the freed range.
+
+mod common;
+use common::{mapping_of, maps_lock};
+use pagepool::{ConfigError, OverflowPolicy, PagePool};
+use std::sync::mpsc;
+use std::thread;
+
+fn pool(capacity: usize, cache: usize) -> PagePool {
+    PagePool::builder()
+        .buf_size(8192)
+        .capacity(capacity)
+        .thread_cache(cache)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn default_cache_size_scales_with_capacity() {
+    let _g = maps_lock();
+    assert_eq!(
+        PagePool::builder()
+            .capacity(4096)
+            .build()
+            .unwrap()
+            .thread_cache(),
+        64
+    );
+    assert_eq!(
+        PagePool::builder()
+            .capacity(320)
+            .build()
+            .unwrap()
+            .thread_cache(),
+        20
+    );
+    assert_eq!(
+        PagePool::builder()
+            .capacity(8)
+            .build()
+            .unwrap()
+            .thread_cache(),
+        0
+    );
+}
+
+#[test]
+fn cache_larger_than_capacity_is_rejected() {
+    let _g = maps_lock();
+    let e = PagePool::builder()
+        .capacity(4)
+        .thread_cache(5)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConfigError::ThreadCacheTooLarge {
+                thread_cache: 5,
+                capacity: 4
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("at most 4"), "{e}");
+    assert!(PagePool::builder()
+        .capacity(4)
+        .thread_cache(4)
+        .build()
+        .is_ok());
+}
+
+#[test]
+fn a_released_buffer_is_handed_back_first_lifo() {
+    let _g = maps_lock();
+    let pool = pool(64, 8);
+    let a = pool.acquire().unwrap();
+    let b = pool.acquire().unwrap();
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    drop(a);
+    drop(b);
+    // The warmest buffer (released last) comes back first.
+    assert_eq!(pool.acquire().unwrap().as_ptr(), pb);
+    let _x = pool.acquire().unwrap();
+    let s = pool.stats();
+    assert!(s.cached <= 8);
+    assert_eq!(s.idle + s.in_use, s.pooled_buffers, "{s:?}");
+    let _ = pa;
+}
+
+#[test]
+fn cache_is_bounded_and_flushes_half_when_full() {
+    let _g = maps_lock();
+    let pool = pool(64, 8);
+    let held: Vec<_> = (0..20).map(|_| pool.acquire().unwrap()).collect();
+    drop(held);
+    let s = pool.stats();
+    assert!(s.cached <= 8, "{s:?}");
+    assert!(s.cached >= 4, "{s:?}");
+    assert_eq!((s.in_use, s.idle), (0, s.pooled_buffers), "{s:?}");
+    pool.trim();
+    assert_eq!(pool.stats().cached, 0);
+}
+
+#[test]
+fn thousand_short_threads_strand_nothing() {
+    let _g = maps_lock();
+    let pool = pool(256, 16);
+    for round in 0..1000 {
+        let p = pool.clone();
+        thread::spawn(move || {
+            let held: Vec<_> = (0..(round % 7) + 1).map(|_| p.acquire().unwrap()).collect();
+            drop(held);
+        })
+        .join()
+        .unwrap();
+    }
+    let s = pool.stats();
+    assert_eq!(s.cached, 0, "exited threads flushed their caches: {s:?}");
+    assert_eq!(s.idle, s.pooled_buffers, "{s:?}");
+    assert_eq!(s.in_use, 0);
+    assert_eq!(s.overflow_maps, 0);
+}
+
+#[test]
+fn cross_thread_release_lands_in_the_releasers_cache() {
+    let _g = maps_lock();
+    let pool = pool(64, 8);
+    let (tx, rx) = mpsc::sync_channel(4);
+    let producer = {
+        let pool = pool.clone();
+        thread::spawn(move || {
+            for i in 0..200u32 {
+                let mut b = pool.acquire().unwrap();
+                b[..4].copy_from_slice(&i.to_le_bytes());
+                tx.send((i, b)).unwrap();
+            }
+        })
+    };
+    let consumer = thread::spawn(move || {
+        for (i, b) in rx {
+            assert_eq!(b[..4], i.to_le_bytes());
+        }
+    });
+    producer.join().unwrap();
+    consumer.join().unwrap();
+    let s = pool.stats();
+    assert_eq!((s.in_use, s.cached, s.overflow_maps), (0, 0, 0), "{s:?}");
+    assert_eq!(s.pool_hits, 200);
+}
+
+#[test]
+fn trim_asks_other_threads_to_flush_at_their_next_operation() {
+    let _g = maps_lock();
+    let pool = pool(64, 8);
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let worker = {
+        let pool = pool.clone();
+        thread::spawn(move || {
+            let mut held: Vec<_> = (0..5).map(|_| pool.acquire().unwrap()).collect();
+            let last = held.pop().unwrap();
+            drop(held);
+            ready_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            // Any operation on the pool honours the pending trim before doing its own work.
+            drop(last);
+            ready_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+        })
+    };
+    ready_rx.recv().unwrap();
+    assert!(pool.stats().cached >= 4);
+    pool.trim();
+    go_tx.send(()).unwrap();
+    ready_rx.recv().unwrap();
+    assert_eq!(
+        pool.stats().cached,
+        1,
+        "only the buffer released after the trim stays cached"
+    );
+    go_tx.send(()).unwrap();
+    worker.join().unwrap();
+}
+
+#[test]
+fn dropping_the_pool_on_one_thread_frees_at_once() {
+    let _g = maps_lock();
+    let pool = pool(64, 8);
+    let held: Vec<_> = (0..10).map(|_| pool.acquire().unwrap()).collect();
+    let addr = held[0].as_ptr() as usize;
+    drop(held); // these rest in this thread's cache and the freelist
+    assert!(mapping_of(addr).is_some());
+    drop(pool); // the closing handle flushes this thread's cache: nothing else refers to the memory
+    assert_eq!(mapping_of(addr), None);
+}
+
+#[test]
+fn a_dropped_pool_is_freed_once_other_caches_let_go() {
+    let _g = maps_lock();
+    let pool = pool(64, 8);
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = mpsc::channel::<usize>();
+    // Mapped up front, so its chunk cannot land on the address range the first pool gives back.
+    let other = PagePool::builder()
+        .buf_size(8192)
+        .capacity(64)
+        .thread_cache(8)
+        .prealloc(true)
+        .build()
+        .unwrap();
+    let worker = {
+        let pool = pool.clone();
+        let other = other.clone();
+        thread::spawn(move || {
+            let b = pool.acquire().unwrap();
+            let addr = b.as_ptr() as usize;
+            drop(b); // cached on this thread
+            drop(pool);
+            ready_tx.send(addr).unwrap();
+            go_rx.recv().unwrap();
+            // Any operation on a pool with thread caching (even another pool) lets this thread's cache notice
+            // the close.
+            drop(other.acquire().unwrap());
+            ready_tx.send(0).unwrap();
+            go_rx.recv().unwrap();
+        })
+    };
+    let addr = ready_rx.recv().unwrap();
+    drop(pool);
+    assert!(
+        mapping_of(addr).is_some(),
+        "the worker's cache still refers to the memory"
+    );
+    go_tx.send(()).unwrap();
+    ready_rx.recv().unwrap();
+    assert_eq!(
+        mapping_of(addr),
+        None,
+        "unmapped once the worker's cache let go"
+    );
+    go_tx.send(()).unwrap();
+    worker.join().unwrap();
+}
+
+#[test]
+fn caching_off_keeps_strict_accounting() {
+    let _g = maps_lock();
+    let pool = PagePool::builder()
+        .capacity(2)
+        .thread_cache(0)
+        .overflow(OverflowPolicy::Fail)
+        .build()
+        .unwrap();
+    let a = pool.acquire().unwrap();
+    let p = pool.clone();
+    thread::spawn(move || drop(a)).join().unwrap();
+    let _b = p.acquire().unwrap();
+    let _c = p.acquire().unwrap(); // both slots available: nothing is stranded in the other thread
+    assert_eq!(pool.stats().cached, 0);
+}
