@@ -169,8 +169,8 @@ impl PoolBuilder {
             .checked_next_multiple_of(align)
             .ok_or_else(too_large)?;
         let total = stride.checked_mul(self.capacity).ok_or_else(too_large)?;
-        // An overflow buffer or a chunk reserves up to `align - page` bytes of slack on top.
-        if total > limit || total + (align - page_size) > limit {
+        // An overflow buffer or a chunk reserves up to `align - granularity` bytes of slack on top.
+        if total > limit || total + sys::align_slack(align) > limit {
             return Err(too_large());
         }
         let thread_cache = match self.thread_cache {
@@ -183,14 +183,7 @@ impl PoolBuilder {
                 })
             }
         };
-        // Chunk sizing: at least CHUNK_TARGET_BYTES, at most MAX_CHUNKS chunks, a power of two slots each so
-        // that slot -> address is a shift and a mask.
-        let by_bytes = CHUNK_TARGET_BYTES.div_ceil(stride);
-        let by_count = self.capacity.div_ceil(MAX_CHUNKS);
-        let slots_per_chunk = by_bytes
-            .max(by_count)
-            .min(self.capacity)
-            .next_power_of_two();
+        let slots_per_chunk = slots_per_chunk(stride, self.capacity, sys::allocation_granularity());
         let chunk_shift = slots_per_chunk.trailing_zeros();
         let chunks = self.capacity.div_ceil(slots_per_chunk);
         Ok(Layout {
@@ -203,6 +196,23 @@ impl PoolBuilder {
             thread_cache,
         })
     }
+}
+
+/// Chunk sizing: at least `CHUNK_TARGET_BYTES`, at most `MAX_CHUNKS` chunks, a power of two slots each so that
+/// slot -> address is a shift and a mask; and, unless the pool is smaller, enough slots that a full chunk is a
+/// whole number of allocation granules (on Windows a reservation occupies whole 64 KiB granules of address
+/// space, so a chunk that ends mid-granule strands the rest). `stride` is a multiple of the page size and
+/// `granularity` a power of two; on unix `granularity` is the page size, so that last bound is always 1.
+fn slots_per_chunk(stride: usize, capacity: usize, granularity: usize) -> usize {
+    let by_bytes = CHUNK_TARGET_BYTES.div_ceil(stride);
+    let by_count = capacity.div_ceil(MAX_CHUNKS);
+    // The fewest slots (a power of two) whose bytes are a multiple of the granularity.
+    let by_granule = granularity >> stride.trailing_zeros().min(granularity.trailing_zeros());
+    by_bytes
+        .max(by_count)
+        .max(by_granule)
+        .min(capacity)
+        .next_power_of_two()
 }
 
 /// The validated shape of a pool's memory.
@@ -273,6 +283,41 @@ mod tests {
             .unwrap();
         assert_eq!(l.stride, 2 << 20);
         assert_eq!(l.align, 2 << 20);
+    }
+
+    #[test]
+    fn full_chunks_are_whole_allocation_granules() {
+        const G: usize = 64 << 10;
+        for pages in [1, 2, 3, 5, 16, 17, 63, 64, 257, 1000, 4097] {
+            let stride = pages * 4096;
+            for capacity in [1, 7, 100, 10_000, 1_000_000, MAX_CAPACITY] {
+                let per = slots_per_chunk(stride, capacity, G);
+                assert!(per.is_power_of_two());
+                assert!(
+                    capacity.div_ceil(per) <= MAX_CHUNKS,
+                    "{pages} pages x {capacity}"
+                );
+                let need = G / (stride & stride.wrapping_neg()).min(G);
+                if capacity >= need {
+                    assert_eq!(
+                        per * stride % G,
+                        0,
+                        "{pages} pages x {capacity}: {per} slots"
+                    );
+                } else {
+                    // A pool smaller than one granule's worth of slots is a single short chunk.
+                    assert_eq!(capacity.div_ceil(per), 1);
+                }
+                // With page-sized granules (unix) the granule bound never changes the layout.
+                let unix = slots_per_chunk(stride, capacity, 4096);
+                let before = CHUNK_TARGET_BYTES
+                    .div_ceil(stride)
+                    .max(capacity.div_ceil(MAX_CHUNKS))
+                    .min(capacity)
+                    .next_power_of_two();
+                assert_eq!(unix, before, "{pages} pages x {capacity}");
+            }
+        }
     }
 
     #[test]

@@ -1,4 +1,6 @@
 //! Dropping every pool handle while buffers are out is safe; memory goes back when the last buffer does.
+// Counts and inspects OS mappings: /proc/self/maps on Linux, VirtualQuery on Windows (see tests/common).
+#![cfg(any(target_os = "linux", windows))]
 
 mod common;
 use common::{mapping_of, maps_lock};

@@ -1,7 +1,11 @@
 //! Pooled memory comes from the OS in chunks, never from the malloc heap, and stays within few mappings.
+// Counts and inspects OS mappings: /proc/self/maps on Linux, VirtualQuery on Windows (see tests/common).
+#![cfg(any(target_os = "linux", windows))]
 
 mod common;
-use common::{mapping_count, mapping_of, maps_lock};
+#[cfg(target_os = "linux")]
+use common::mapping_of;
+use common::{mapping_count, maps_lock};
 use pagepool::PagePool;
 
 #[test]
@@ -68,6 +72,8 @@ fn chunks_grow_on_demand_up_to_capacity() {
     );
 }
 
+// Parses /proc/self/maps fields; tests/windows.rs checks the same with VirtualQuery.
+#[cfg(target_os = "linux")]
 #[test]
 fn buffers_live_in_anonymous_os_mappings_not_the_heap() {
     let _g = maps_lock();

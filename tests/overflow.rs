@@ -1,4 +1,6 @@
 //! The overflow path: Map maps exactly a buffer's pages and unmaps them on drop; Fail changes nothing.
+// Counts and inspects OS mappings: /proc/self/maps on Linux, VirtualQuery on Windows (see tests/common).
+#![cfg(any(target_os = "linux", windows))]
 
 mod common;
 use common::{mapping_count, mapping_of, maps_lock};

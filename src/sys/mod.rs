@@ -2,21 +2,25 @@
 //!
 //! Everything above this module is portable and never calls the OS itself. The facade is small on purpose:
 //!
-//! | function | unix | elsewhere |
-//! |---|---|---|
-//! | [`page_size`] | `sysconf(_SC_PAGESIZE)` | 4096 |
-//! | [`map`] | anonymous private `mmap` through memmap2 (`MAP_POPULATE` when asked) | `Unsupported` |
-//! | drop of [`Mapping`] | `munmap` of the whole reservation | - |
+//! | function | unix (`unix.rs`) | Windows (`windows.rs`) | elsewhere (`other.rs`) |
+//! |---|---|---|---|
+//! | [`page_size`] | `sysconf(_SC_PAGESIZE)` | `GetSystemInfo().dwPageSize` | 4096 |
+//! | [`allocation_granularity`] | page size | `GetSystemInfo().dwAllocationGranularity` (64 KiB) | page size |
+//! | [`map`] | anonymous private `mmap` through memmap2 (`MAP_POPULATE` when asked) | `VirtualAlloc(MEM_RESERVE \| MEM_COMMIT, PAGE_READWRITE)` (pages touched when asked) | `Unsupported` |
+//! | drop of [`Mapping`] | `munmap` of the whole reservation | `VirtualFree(base, 0, MEM_RELEASE)` of the whole reservation | - |
 //!
-//! A [`Mapping`] owns its reservation: dropping it returns the pages to the OS. Alignments above the page size
-//! are honoured by reserving `len + align - page` bytes and handing out the aligned interior; the slack is
-//! address space only (never touched, so it costs no RSS) and is released with the rest.
+//! A [`Mapping`] owns its reservation: dropping it returns the pages to the OS. Every reservation starts on an
+//! allocation-granularity boundary, so alignments up to the granularity cost nothing; larger ones are honoured
+//! by reserving `len + align - granularity` bytes and handing out the aligned interior. The slack is address
+//! space only (never touched, and on Windows never committed, so it costs no RSS or commit charge) and is
+//! released with the rest.
 //!
-//! In unit tests, [`fault`] can make the Nth `map` call on the current thread fail with a chosen errno, so every
-//! error path above this layer is exercised against real mappings.
+//! In unit tests, [`fault`] can make the Nth `map` call on the current thread fail with a chosen errno (a Windows
+//! error code on Windows), so every error path above this layer is exercised against real mappings.
 
 #[cfg_attr(unix, path = "unix.rs")]
-#[cfg_attr(not(unix), path = "other.rs")]
+#[cfg_attr(windows, path = "windows.rs")]
+#[cfg_attr(not(any(unix, windows)), path = "other.rs")]
 mod imp;
 
 pub(crate) use imp::Mapping;
@@ -25,6 +29,8 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+#[cfg(windows)]
+static GRANULARITY: AtomicUsize = AtomicUsize::new(0);
 
 /// The OS page size in bytes (cached after the first call).
 pub(crate) fn page_size() -> usize {
@@ -37,6 +43,32 @@ pub(crate) fn page_size() -> usize {
     size
 }
 
+/// The granule in which the OS places reservations (cached after the first call): every mapping starts on a
+/// multiple of it, and on Windows a reservation occupies whole granules of address space. A power of two, at
+/// least the page size; equal to it on unix.
+pub(crate) fn allocation_granularity() -> usize {
+    #[cfg(windows)]
+    {
+        let cached = GRANULARITY.load(Ordering::Relaxed);
+        if cached != 0 {
+            return cached;
+        }
+        let size = imp::allocation_granularity().max(page_size());
+        GRANULARITY.store(size, Ordering::Relaxed);
+        size
+    }
+    #[cfg(not(windows))]
+    {
+        page_size()
+    }
+}
+
+/// Extra bytes a mapping aligned to `align` reserves on top of its length: none up to the allocation
+/// granularity (reservations start on a granule), `align - granularity` above it.
+pub(crate) fn align_slack(align: usize) -> usize {
+    align.saturating_sub(allocation_granularity())
+}
+
 /// Maps `len` bytes of zeroed, readable and writable anonymous memory whose start is aligned to `align`.
 ///
 /// `len` must be a non-zero multiple of the page size and `align` a power of two at least the page size; the
@@ -46,7 +78,7 @@ pub(crate) fn map(len: usize, align: usize, populate: bool) -> io::Result<Mappin
     debug_assert!(align.is_power_of_two() && align >= page_size());
     #[cfg(all(test, not(loom)))]
     fault::check_map()?;
-    let slack = align - page_size();
+    let slack = align_slack(align);
     let reserve = len
         .checked_add(slack)
         .filter(|&r| r <= isize::MAX as usize)

@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests: /proc/self/maps inspection and a tracing event recorder.
+//! Helpers shared by the integration tests: OS mapping inspection (/proc/self/maps on Linux, `VirtualQuery` on
+//! Windows) and a tracing event recorder.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,6 +12,7 @@ pub fn maps_lock() -> MutexGuard<'static, ()> {
 }
 
 /// Lines of /proc/self/maps: one per VMA.
+#[cfg(target_os = "linux")]
 pub fn mapping_count() -> usize {
     std::fs::read_to_string("/proc/self/maps")
         .unwrap()
@@ -19,6 +21,7 @@ pub fn mapping_count() -> usize {
 }
 
 /// The /proc/self/maps line whose range contains `addr`, if any.
+#[cfg(target_os = "linux")]
 pub fn mapping_of(addr: usize) -> Option<String> {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
     maps.lines()
@@ -30,6 +33,96 @@ pub fn mapping_of(addr: usize) -> Option<String> {
             (lo..hi).contains(&addr)
         })
         .map(str::to_owned)
+}
+
+// Each test file uses a different subset.
+#[cfg(windows)]
+#[allow(unused_imports)]
+pub use self::windows::{mapping_count, mapping_of, query, Region};
+
+#[cfg(windows)]
+mod windows {
+    use windows_sys::Win32::System::Memory::{
+        VirtualQuery, MEMORY_BASIC_INFORMATION, MEM_COMMIT, MEM_FREE, MEM_RESERVE,
+    };
+    use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
+
+    /// What `VirtualQuery` says about the region (pages of equal state and protection) containing an address.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Region {
+        /// Start of the region (page-aligned).
+        pub base: usize,
+        /// Bytes from `base` to the end of the region.
+        pub size: usize,
+        /// Base of the `VirtualAlloc` reservation the region belongs to (0 when free).
+        pub allocation_base: usize,
+        /// `MEM_COMMIT`, `MEM_RESERVE` or `MEM_FREE`.
+        pub state: u32,
+        /// `PAGE_*` protection of committed pages (0 otherwise).
+        pub protect: u32,
+        /// `MEM_PRIVATE`, `MEM_MAPPED` or `MEM_IMAGE` (0 when free).
+        pub kind: u32,
+    }
+
+    /// `VirtualQuery(addr)`; `None` past the end of the user address space.
+    pub fn query(addr: usize) -> Option<Region> {
+        let mut mbi = MEMORY_BASIC_INFORMATION::default();
+        let len = std::mem::size_of::<MEMORY_BASIC_INFORMATION>();
+        // SAFETY: VirtualQuery only reads the process's page tables and writes at most `len` bytes to `mbi`,
+        // which is exclusively borrowed; any address is a valid query.
+        let n = unsafe { VirtualQuery(addr as *const _, &mut mbi, len) };
+        (n == len).then_some(Region {
+            base: mbi.BaseAddress as usize,
+            size: mbi.RegionSize,
+            allocation_base: mbi.AllocationBase as usize,
+            state: mbi.State,
+            protect: mbi.Protect,
+            kind: mbi.Type,
+        })
+    }
+
+    /// Reservations (distinct allocation bases) in the user address space: the Windows analogue of a
+    /// /proc/self/maps line count. The regions of one reservation are contiguous, so counting changes of
+    /// allocation base needs no allocation (which could itself reserve memory and move the count).
+    pub fn mapping_count() -> usize {
+        let mut info = SYSTEM_INFO::default();
+        // SAFETY: GetSystemInfo only writes the struct it is given.
+        unsafe { GetSystemInfo(&mut info) };
+        let end = info.lpMaximumApplicationAddress as usize;
+        let mut addr = info.lpMinimumApplicationAddress as usize;
+        let (mut count, mut last_base) = (0, 0);
+        while addr < end {
+            let Some(r) = query(addr) else { break };
+            if r.state != MEM_FREE && r.allocation_base != last_base {
+                count += 1;
+                last_base = r.allocation_base;
+            }
+            match r.base.checked_add(r.size) {
+                Some(next) if next > addr => addr = next,
+                _ => break,
+            }
+        }
+        count
+    }
+
+    /// A description of the reserved or committed region containing `addr`, or `None` if it is free: the
+    /// Windows counterpart of the /proc/self/maps line for that address.
+    pub fn mapping_of(addr: usize) -> Option<String> {
+        let r = query(addr)?;
+        let state = match r.state {
+            MEM_COMMIT => "commit",
+            MEM_RESERVE => "reserve",
+            _ => return None,
+        };
+        Some(format!(
+            "{:#x}-{:#x} {state} protect={:#x} type={:#x} allocation_base={:#x}",
+            r.base,
+            r.base + r.size,
+            r.protect,
+            r.kind,
+            r.allocation_base
+        ))
+    }
 }
 
 /// One recorded tracing event.

@@ -1,0 +1,168 @@
+//! Windows backend: `VirtualAlloc` / `VirtualFree` on private memory, `GetSystemInfo` for the page size and the
+//! allocation granularity.
+//!
+//! Every [`Mapping`] is one `VirtualAlloc` reservation of its own, released whole with
+//! `VirtualFree(base, 0, MEM_RELEASE)` when dropped (Windows cannot release part of a reservation):
+//!
+//! - `align <= ` granularity (64 KiB on every Windows so far, page size 4 KiB): reservation bases are always
+//!   granularity-aligned, so one `VirtualAlloc(MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE)` of exactly `len` bytes
+//!   does it; the facade passes `reserve == len`.
+//! - larger alignments: `VirtualAlloc(MEM_RESERVE, PAGE_NOACCESS)` of `len + align - granularity` bytes, then
+//!   `VirtualAlloc(MEM_COMMIT, PAGE_READWRITE)` of the aligned interior only. The slack stays reserved but
+//!   uncommitted: address space, no commit charge, no memory.
+//!
+//! Committed pages are charged against the system commit limit at once but get physical memory only when first
+//! touched (they read as zero), so `populate` touches one byte per page.
+//!
+//! Later options go here, not above this layer: locking pages (`VirtualLock`, the counterpart of `mlock`) after
+//! the commit in [`map`]; trimming idle chunks (`VirtualFree(MEM_DECOMMIT)` of a sub-range, then a fresh
+//! `MEM_COMMIT` on reuse, where unix would use `madvise`); guard pages (`VirtualProtect(PAGE_NOACCESS)` or pages
+//! left reserved but uncommitted around a buffer).
+
+use std::io;
+use std::ptr::{self, NonNull};
+
+use windows_sys::Win32::System::Memory::{
+    VirtualAlloc, VirtualFree, MEM_COMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_NOACCESS, PAGE_READWRITE,
+};
+use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
+
+fn system_info() -> SYSTEM_INFO {
+    let mut info = SYSTEM_INFO::default();
+    // SAFETY: GetSystemInfo only writes the SYSTEM_INFO it is given, which is a valid, exclusively borrowed
+    // struct of the right type; it cannot fail.
+    unsafe { GetSystemInfo(&mut info) };
+    info
+}
+
+pub(crate) fn page_size() -> usize {
+    match system_info().dwPageSize as usize {
+        0 => 4096,
+        size => size,
+    }
+}
+
+/// The alignment and size granule of `VirtualAlloc` reservations (64 KiB on every Windows so far).
+pub(crate) fn allocation_granularity() -> usize {
+    match system_info().dwAllocationGranularity as usize {
+        g if g.is_power_of_two() => g,
+        _ => 64 << 10,
+    }
+}
+
+/// One `VirtualAlloc` reservation, released whole when dropped.
+pub(crate) struct Mapping {
+    /// Base of the reservation, as `VirtualAlloc(MEM_RESERVE)` returned it: what `MEM_RELEASE` needs.
+    base: NonNull<u8>,
+    /// Start of the aligned, committed interior.
+    ptr: NonNull<u8>,
+    /// Usable (committed) bytes from `ptr`.
+    len: usize,
+    /// Bytes reserved from the OS (`len` plus alignment slack).
+    reserved: usize,
+}
+
+// SAFETY: a Mapping is the unique owner of its reservation (nothing else frees it), and the pointers are only
+// addresses inside it; VirtualFree may be called from any thread of the process.
+unsafe impl Send for Mapping {}
+// SAFETY: as above; shared references only expose the addresses and lengths.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    pub(crate) fn ptr(&self) -> NonNull<u8> {
+        self.ptr
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+    pub(crate) fn reserved(&self) -> usize {
+        self.reserved
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        release(self.base);
+        #[cfg(all(test, not(loom)))]
+        super::fault::unmapped();
+    }
+}
+
+impl std::fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapping")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .field("reserved", &self.reserved)
+            .finish()
+    }
+}
+
+/// Releases the whole reservation starting at `base`.
+fn release(base: NonNull<u8>) {
+    // SAFETY: `base` is the base address `VirtualAlloc(MEM_RESERVE)` returned for a reservation that we own and
+    // release exactly once (from Mapping's drop, or on the error path of `map` before any Mapping exists). Size 0
+    // with MEM_RELEASE frees the whole reservation, committed or not.
+    let ok = unsafe { VirtualFree(base.as_ptr().cast(), 0, MEM_RELEASE) };
+    // Nothing sensible can be done about a failure in drop; it would mean `base` is not a reservation base.
+    debug_assert!(ok != 0, "VirtualFree: {}", io::Error::last_os_error());
+}
+
+pub(crate) fn map(reserve: usize, len: usize, align: usize, populate: bool) -> io::Result<Mapping> {
+    let (base, ptr) = if reserve == len {
+        // SAFETY: a null address asks the OS to choose where; no existing memory is affected.
+        let p = unsafe { VirtualAlloc(ptr::null(), len, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE) };
+        let base = NonNull::new(p.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        if base.as_ptr().align_offset(align) != 0 {
+            release(base);
+            return Err(io::Error::other(
+                "VirtualAlloc returned memory that is not aligned",
+            ));
+        }
+        (base, base)
+    } else {
+        // SAFETY: as above; this only reserves address space.
+        let p = unsafe { VirtualAlloc(ptr::null(), reserve, MEM_RESERVE, PAGE_NOACCESS) };
+        let base = NonNull::new(p.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+        let offset = base.as_ptr().align_offset(align);
+        if offset == usize::MAX || offset + len > reserve {
+            release(base);
+            return Err(io::Error::other(
+                "VirtualAlloc returned memory that cannot be aligned",
+            ));
+        }
+        // SAFETY: offset + len <= reserve, so the pointer stays inside the reservation.
+        let interior = unsafe { base.as_ptr().add(offset) };
+        // SAFETY: [interior, interior + len) lies inside our own reservation, which nothing else uses yet;
+        // committing it changes no memory anyone can observe.
+        let p = unsafe { VirtualAlloc(interior.cast(), len, MEM_COMMIT, PAGE_READWRITE) };
+        if p.is_null() {
+            let e = io::Error::last_os_error();
+            release(base);
+            return Err(e);
+        }
+        // SAFETY: `interior` is derived from the non-null `base` by an in-bounds offset.
+        (base, unsafe { NonNull::new_unchecked(interior) })
+    };
+    if populate {
+        touch(ptr, len);
+    }
+    Ok(Mapping {
+        base,
+        ptr,
+        len,
+        reserved: reserve,
+    })
+}
+
+/// Faults in every page of `[ptr, ptr + len)` by writing a zero to it (the memory is fresh and already zero).
+fn touch(ptr: NonNull<u8>, len: usize) {
+    let page = super::page_size();
+    let mut off = 0;
+    while off < len {
+        // SAFETY: off < len and the range is committed read-write memory we exclusively own and have not handed
+        // out yet.
+        unsafe { ptr.as_ptr().add(off).write_volatile(0) };
+        off += page;
+    }
+}
