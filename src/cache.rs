@@ -2,8 +2,9 @@
 //!
 //! Each thread keeps, per pool it has used, a small LIFO stack of idle slot indices. Acquire pops from it and
 //! release pushes onto it, touching only this thread's memory: no shared cache line in the common case. When
-//! the stack is empty, acquire refills half of it from the shared freelist in one burst; when it is full,
-//! release flushes half of it back. A buffer released on another thread simply lands in *that* thread's
+//! the stack is empty, acquire refills half of it, as one full magazine from the depot (`depot.rs`: two CAS
+//! for the whole batch) or else slot by slot from the shared freelist; when it is full, release flushes its
+//! older half back the same way. A buffer released on another thread simply lands in *that* thread's
 //! cache: slots are fungible, so cross-thread release costs the same as same-thread release.
 //!
 //! # Lifetime protocol
@@ -24,7 +25,7 @@ use crate::pool::Inner;
 use std::cell::RefCell;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::Arc as StdArc;
 
 /// Bumped by every pool close and every trim request; see the module docs.
@@ -73,18 +74,27 @@ impl Entry {
         unsafe { self.inner.as_ref() }
     }
 
+    /// Publishes the cache length. `Release`, so a `stats()` that reads the new length (with `Acquire`) also
+    /// sees where the slots went (depot and freelist counts written before).
     fn publish(&self) {
-        self.stats.cached.store(self.slots.len(), Relaxed);
+        self.stats.cached.store(self.slots.len(), Release);
     }
 
-    /// Moves the oldest `n` slots to the shared freelist and drops their references.
+    /// Moves the oldest `n` slots back to the pool and drops their references: whole magazines to the depot
+    /// while it has room, the rest to the shared freelist one by one.
     fn flush(&mut self, n: usize) {
         let n = n.min(self.slots.len());
         if n == 0 {
             return;
         }
         let inner = self.inner();
-        for slot in self.slots.drain(..n) {
+        let mut left = n;
+        if let Some(d) = &inner.depot {
+            while left >= d.mag() && d.put(&mut self.slots) {
+                left -= d.mag();
+            }
+        }
+        for slot in self.slots.drain(..left) {
             inner.free.push(slot);
         }
         self.publish();
@@ -238,11 +248,14 @@ pub(crate) fn acquire(inner: NonNull<Inner>) -> Option<u32> {
 #[cold]
 fn refill(e: &mut Entry) -> Option<u32> {
     let inner = e.inner();
-    let want = (inner.cache_size / 2).max(1);
-    while e.slots.len() < want {
-        match inner.free.pop() {
-            Some(s) => e.slots.push(s),
-            None => break,
+    let from_depot = inner.depot.as_ref().is_some_and(|d| d.take(&mut e.slots));
+    if !from_depot {
+        let want = (inner.cache_size / 2).max(1);
+        while e.slots.len() < want {
+            match inner.free.pop() {
+                Some(s) => e.slots.push(s),
+                None => break,
+            }
         }
     }
     let got = e.slots.len();

@@ -36,6 +36,7 @@ mod arena;
 mod buf;
 mod cache;
 mod config;
+mod depot;
 mod error;
 mod freelist;
 mod overflow;

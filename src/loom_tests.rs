@@ -260,6 +260,8 @@ fn overflow_cap_is_exact() {
 /// Waits until `done()` holds. Loom lets `join` return as soon as a thread's closure has returned, before its
 /// thread-local destructors (our cache flush at thread exit) have run; std's `join` waits for them. Yielding
 /// here lets loom schedule those destructors, and a destructor that never makes `done()` true fails the model.
+/// The per-cache stats blocks are std atomics (not modelled), so without a join edge loom may still show stale
+/// modelled counters right after they change: wait for the whole condition, not just one field.
 fn settle(done: impl Fn() -> bool) {
     while !done() {
         thread::yield_now();
@@ -304,7 +306,10 @@ fn cache_refill_and_flush_race() {
         for h in handles {
             h.join().unwrap();
         }
-        settle(|| p.stats().cached == 0);
+        settle(|| {
+            let s = p.stats();
+            s.cached == 0 && s.idle == s.pooled_buffers
+        });
         let s = p.stats();
         assert_eq!((s.in_use, s.cached, s.exhausted), (0, 0, 0), "{s:?}");
         assert_eq!(s.idle, s.pooled_buffers);
@@ -333,7 +338,10 @@ fn cross_thread_release_while_owner_exits() {
         });
         owner.join().unwrap();
         releaser.join().unwrap();
-        settle(|| p.stats().cached == 0);
+        settle(|| {
+            let s = p.stats();
+            s.cached == 0 && s.idle == s.pooled_buffers
+        });
         let s = p.stats();
         assert_eq!((s.in_use, s.cached), (0, 0), "{s:?}");
         assert_eq!(s.idle, s.pooled_buffers);

@@ -4,6 +4,7 @@ use crate::arena::{Arena, Grow};
 use crate::buf::AlignedBuf;
 use crate::cache::{self, CacheStats};
 use crate::config::{Layout, PoolBuilder};
+use crate::depot::Depot;
 use crate::error::{AcquireError, ConfigError};
 use crate::freelist::FreeList;
 use crate::overflow::Overflow;
@@ -14,7 +15,7 @@ use crate::OverflowPolicy;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
-use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use std::sync::Arc as StdArc;
 use std::sync::Mutex as StdMutex;
 
@@ -90,6 +91,8 @@ pub(crate) struct Inner {
     state: AtomicUsize,
     /// Slots a thread cache holds at most (0: no caches).
     pub(crate) cache_size: usize,
+    /// Full magazines of half a cache each, for batch refills and flushes (none without caches).
+    pub(crate) depot: Option<Depot>,
     /// Bumped by `trim`: caches flush when they see a new value.
     trim_epoch: StdAtomicU64,
     /// Stats of live thread caches (registration is once per thread per pool).
@@ -210,6 +213,7 @@ impl PagePool {
             overflow: Overflow::new(b.overflow, b.max_overflow, layout.buf_size, layout.align),
             state: AtomicUsize::new(REF),
             cache_size: layout.thread_cache,
+            depot: Depot::new(layout.capacity, layout.thread_cache / 2),
             trim_epoch: StdAtomicU64::new(0),
             caches: StdMutex::new(Vec::new()),
             retired_hits: StdAtomicU64::new(0),
@@ -308,6 +312,18 @@ impl PagePool {
         if let Some(slot) = inner.free.pop() {
             return Ok(self.pooled(slot));
         }
+        // The thread cache was unavailable (thread exit) or empty and the freelist is empty: idle slots may
+        // still sit in full magazines. Take one, keep a slot, and leave the rest on the freelist.
+        if let Some(d) = &inner.depot {
+            let mut slots = Vec::new();
+            if d.take(&mut slots) {
+                let first = slots.pop();
+                slots.into_iter().for_each(|s| inner.free.push(s));
+                if let Some(first) = first {
+                    return Ok(self.pooled(first));
+                }
+            }
+        }
         loop {
             match inner.arena.grow(false) {
                 Ok(Grow::Grew(range)) => {
@@ -371,12 +387,13 @@ impl PagePool {
         let c = &inner.counters;
         let (cached, cache_hits) = {
             let caches = inner.caches.lock().unwrap_or_else(|e| e.into_inner());
-            let cached: usize = caches.iter().map(|s| s.cached.load(Relaxed)).sum();
+            let cached: usize = caches.iter().map(|s| s.cached.load(Acquire)).sum();
             let hits: u64 = caches.iter().map(|s| s.hits.load(Relaxed)).sum();
             (cached, hits + inner.retired_hits.load(Relaxed))
         };
         let pooled = inner.arena.mapped_slots();
-        let idle = (inner.free.len() + cached).min(pooled);
+        let in_depot = inner.depot.as_ref().map_or(0, Depot::idle);
+        let idle = (inner.free.len() + in_depot + cached).min(pooled);
         let pool_hits = c.pool_hits() + cache_hits;
         let overflow_maps = c.overflow_maps.load(Relaxed);
         let exhausted = c.exhausted.load(Relaxed);

@@ -6,13 +6,13 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
-    atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize},
+    atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize},
     Arc, Mutex,
 };
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize},
+    atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize},
     Arc, Mutex,
 };
 
