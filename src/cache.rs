@@ -76,6 +76,7 @@ impl Entry {
 
     /// Publishes the cache length. `Release`, so a `stats()` that reads the new length (with `Acquire`) also
     /// sees where the slots went (depot and freelist counts written before).
+    #[inline]
     fn publish(&self) {
         self.stats.cached.store(self.slots.len(), Release);
     }
