@@ -36,8 +36,11 @@ if [ "$what" = asan ] || [ "$what" = all ]; then
     #   tests/config_errors.rs asks for a 64 GiB freelist on purpose and expects ConfigError::FreelistAlloc.
     # strict_string_checks, detect_stack_use_after_return: stricter than the defaults.
     export ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=1:strict_string_checks=1:detect_stack_use_after_return=1:abort_on_error=0"
+    # --cfg pagepool_asan: the pool poisons idle pooled buffers (src/sys/mod.rs), so a use after release of
+    # pooled memory, which stays mapped, is reported too.
+    ASAN_RUSTFLAGS="-Zsanitizer=address -Cdebug-assertions --cfg pagepool_asan"
     asan() {
-        RUSTFLAGS="-Zsanitizer=address -Cdebug-assertions" RUSTDOCFLAGS="-Zsanitizer=address" \
+        RUSTFLAGS="$ASAN_RUSTFLAGS" RUSTDOCFLAGS="-Zsanitizer=address" \
             CARGO_TARGET_DIR=target/asan cargo +nightly test --target "$TARGET" "$@"
     }
     step "ASan: lib unit tests and integration tests"
@@ -54,6 +57,19 @@ if [ "$what" = asan ] || [ "$what" = all ]; then
         --skip fail_policy_returns_exhausted_and_changes_nothing_else
     step "ASan: stress test (${PAGEPOOL_STRESS_OPS:-3e5} ops)"
     PAGEPOOL_STRESS_OPS=${PAGEPOOL_STRESS_OPS:-3e5} asan --test stress -- --ignored --nocapture
+    step "ASan: a use after release of a pooled buffer must be reported (examples/asan_use_after_release.rs)"
+    if RUSTFLAGS="$ASAN_RUSTFLAGS" CARGO_TARGET_DIR=target/asan \
+        cargo +nightly run --quiet --target "$TARGET" --example asan_use_after_release 2>target/asan/uar.log; then
+        cat target/asan/uar.log
+        echo "ci/sanitizers.sh: FAILED: the use after release ran without an ASan report" >&2
+        exit 1
+    fi
+    grep -q "use-after-poison" target/asan/uar.log || {
+        cat target/asan/uar.log
+        echo "ci/sanitizers.sh: FAILED: expected an ASan use-after-poison report" >&2
+        exit 1
+    }
+    echo "caught: $(grep -m1 'ERROR: AddressSanitizer' target/asan/uar.log)"
     step "ASan: clean in $(( $(date +%s) - t0 )) s"
 fi
 

@@ -120,8 +120,11 @@ impl Drop for AlignedBuf {
     #[inline]
     fn drop(&mut self) {
         match self.mapping.take() {
-            // SAFETY: this buffer owns the slot and one reference; it is never used again after drop.
-            None => unsafe { Inner::release(self.pool, self.slot) },
+            None => {
+                crate::sys::poison(self.ptr.as_ptr(), self.len);
+                // SAFETY: this buffer owns the slot and one reference; it is never used again after drop.
+                unsafe { Inner::release(self.pool, self.slot) }
+            }
             // SAFETY: as above, for the overflow mapping.
             Some(m) => unsafe { Inner::release_overflow(self.pool, *m) },
         }

@@ -295,7 +295,9 @@ impl PagePool {
     fn buf(&self, slot: u32) -> AlignedBuf {
         let inner = self.inner();
         let ptr = inner.arena.slot_ptr(slot);
-        AlignedBuf::pooled(self.handle.inner, slot, ptr, inner.arena.layout().buf_size)
+        let len = inner.arena.layout().buf_size;
+        crate::sys::unpoison(ptr.as_ptr(), len);
+        AlignedBuf::pooled(self.handle.inner, slot, ptr, len)
     }
 
     /// Wraps a slot taken from the shared freelist or a new chunk: counts the hit and takes its reference.

@@ -94,6 +94,42 @@ pub(crate) fn map(len: usize, align: usize, populate: bool) -> io::Result<Mappin
     Ok(m)
 }
 
+/// Marks `[ptr, ptr + len)` as off limits for AddressSanitizer (idle pooled memory), so a use after release is
+/// reported. A no-op unless the crate is built with `--cfg pagepool_asan` (and `-Zsanitizer=address`), as
+/// `ci/sanitizers.sh` does.
+#[inline]
+pub(crate) fn poison(ptr: *const u8, len: usize) {
+    #[cfg(pagepool_asan)]
+    // SAFETY: the ASan runtime is linked (-Zsanitizer=address) and the range lies inside a live mapping we
+    // own; poisoning changes only ASan's shadow memory.
+    unsafe {
+        asan::__asan_poison_memory_region(ptr.cast(), len)
+    };
+    #[cfg(not(pagepool_asan))]
+    let _ = (ptr, len);
+}
+
+/// Undoes [`poison`]: the range is handed out (acquire) or about to be unmapped (so a later mapping at the same
+/// address does not inherit the poison).
+#[inline]
+pub(crate) fn unpoison(ptr: *const u8, len: usize) {
+    #[cfg(pagepool_asan)]
+    // SAFETY: as for `poison`.
+    unsafe {
+        asan::__asan_unpoison_memory_region(ptr.cast(), len)
+    };
+    #[cfg(not(pagepool_asan))]
+    let _ = (ptr, len);
+}
+
+#[cfg(pagepool_asan)]
+mod asan {
+    extern "C" {
+        pub(super) fn __asan_poison_memory_region(addr: *const std::ffi::c_void, size: usize);
+        pub(super) fn __asan_unpoison_memory_region(addr: *const std::ffi::c_void, size: usize);
+    }
+}
+
 /// Test-only fault injection: fail the Nth `map` call made on this thread.
 #[cfg(all(test, not(loom)))]
 pub(crate) mod fault {

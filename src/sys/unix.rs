@@ -23,6 +23,8 @@ pub(crate) struct Mapping {
     len: usize,
     /// Bytes reserved from the OS (`len` plus alignment slack).
     reserved: usize,
+    /// Bytes from the start of the reservation to `ptr`.
+    offset: usize,
 }
 
 // SAFETY: a Mapping is a unique owner of its pages, like memmap2::MmapMut (which is Send + Sync); the cached
@@ -45,7 +47,10 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // The munmap itself is done by memmap2's drop of `_map`, right after this.
+        // The munmap itself is done by memmap2's drop of `_map`, right after this. Clear any ASan poison first,
+        // so a later mapping at the same address starts clean.
+        let base = self.ptr.as_ptr().wrapping_sub(self.offset);
+        super::unpoison(base, self.reserved);
         #[cfg(all(test, not(loom)))]
         super::fault::unmapped();
     }
@@ -87,6 +92,7 @@ pub(crate) fn map(reserve: usize, len: usize, align: usize, populate: bool) -> i
         ptr,
         len,
         reserved: reserve,
+        offset,
     })
 }
 
