@@ -162,15 +162,22 @@ impl Local {
     /// closing (no new entries for a dying pool).
     #[inline]
     fn entry(&mut self, inner: NonNull<Inner>) -> Option<&mut Entry> {
-        let pos = match self.entries.iter().position(|e| e.inner == inner) {
-            Some(0) => 0,
+        if self.entries.first().is_some_and(|e| e.inner == inner) {
+            return self.entries.first_mut();
+        }
+        self.other_entry(inner)
+    }
+
+    /// `entry` for a pool that is not the most recently used one: move it to the front, or create it.
+    #[cold]
+    fn other_entry(&mut self, inner: NonNull<Inner>) -> Option<&mut Entry> {
+        match self.entries.iter().position(|e| e.inner == inner) {
             Some(p) => {
                 self.entries.swap(0, p);
-                0
+                self.entries.first_mut()
             }
-            None => return self.new_entry(inner),
-        };
-        Some(&mut self.entries[pos])
+            None => self.new_entry(inner),
+        }
     }
 
     #[cold]

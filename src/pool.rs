@@ -176,7 +176,10 @@ impl Inner {
     pub(crate) unsafe fn release(this: NonNull<Inner>, slot: u32) {
         // SAFETY: the buffer's reference keeps Inner alive.
         let inner = unsafe { this.as_ref() };
-        if inner.cache_size > 0 && !inner.is_closing() && cache::release(this, slot) {
+        // No `is_closing` load here: a cache refuses entries for a closing pool, and every cache operation
+        // first sweeps away the entries of pools closed since its last look (`cache.rs`), so the release
+        // path reads no line that other threads write.
+        if inner.cache_size > 0 && cache::release(this, slot) {
             return;
         }
         inner.free.push(slot);
