@@ -21,8 +21,11 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target/valgrind} CARGO_TERM_COLOR=ne
 ops=${PAGEPOOL_STRESS_OPS:-1000000}
 
 echo "==> build: cargo test --release --test tsan_stress --no-run"
-bin=$(cargo test --release --test tsan_stress --no-run 2>&1 | tee /dev/stderr |
-    sed -n 's/^ *Executable tests\/tsan_stress.rs (\(.*\))$/\1/p')
+# Captured, then echoed: `tee /dev/stderr` would reopen whatever stderr is, truncating it when it is a file
+# (as when .ci/run's output is redirected to a log).
+build_log=$(cargo test --release --test tsan_stress --no-run 2>&1)
+printf '%s\n' "$build_log" >&2
+bin=$(printf '%s\n' "$build_log" | sed -n 's/^ *Executable tests\/tsan_stress.rs (\(.*\))$/\1/p')
 [ -x "$bin" ] || {
     echo "ci/valgrind.sh: stress binary not found" >&2
     exit 1
