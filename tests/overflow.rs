@@ -16,7 +16,6 @@ fn map_policy_maps_and_unmaps_exactly() {
         .unwrap();
     let pooled: Vec<_> = (0..2).map(|_| pool.acquire().unwrap()).collect();
     let base = pool.stats();
-    let maps_before = mapping_count();
     let mut over: Vec<_> = (0..10).map(|_| pool.acquire().unwrap()).collect();
     assert!(over.iter().all(|b| b.is_overflow() && b.len() == 8192));
     for b in over.iter_mut() {
@@ -37,10 +36,8 @@ fn map_policy_maps_and_unmaps_exactly() {
         "mapped_bytes returns to its earlier value"
     );
     assert_eq!((s.overflow_in_use, s.overflow_unmaps), (0, 10));
-    assert!(
-        mapping_count() <= maps_before,
-        "overflow mappings are gone from /proc/self/maps"
-    );
+    // Checked by address rather than by counting mappings: the heap of the process (ASan's, Wine's) may map
+    // regions of its own between two counts.
     for a in addrs {
         assert_eq!(mapping_of(a), None, "{a:#x} still mapped");
     }
@@ -59,6 +56,8 @@ fn fail_policy_returns_exhausted_and_changes_nothing_else() {
     let before = pool.stats();
     let maps = mapping_count();
     let e = pool.acquire().unwrap_err();
+    // Counted right away, before anything below allocates (the process heap may map regions of its own).
+    assert_eq!(mapping_count(), maps, "a refused acquire maps nothing");
     match &e {
         AcquireError::Exhausted {
             capacity,
@@ -93,7 +92,6 @@ fn fail_policy_returns_exhausted_and_changes_nothing_else() {
             before.chunks
         )
     );
-    assert_eq!(mapping_count(), maps);
     drop(held);
 }
 
