@@ -17,7 +17,6 @@ use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use std::sync::Arc as StdArc;
-use std::sync::Mutex as StdMutex;
 
 /// `Inner::state` bit set once the last `PagePool` handle is gone.
 const CLOSING: usize = 1;
@@ -79,6 +78,37 @@ impl Drop for Handle {
     }
 }
 
+/// The registry of thread-cache stats, behind a small lock built on an atomic of our own: std's `Mutex` is
+/// precompiled (uninstrumented) code, so ThreadSanitizer cannot see it order the accesses it protects. Only
+/// cold paths take it (a thread's first use of a pool, thread exit, `stats()`), and the closures run under it
+/// do nothing but walk, push to or retain a `Vec`.
+#[derive(Default)]
+struct Registry {
+    locked: std::sync::atomic::AtomicBool,
+    caches: std::cell::UnsafeCell<Vec<StdArc<CacheStats>>>,
+}
+
+// SAFETY: `caches` is only reached through `with`, which holds `locked` (Acquire on taking it, Release on
+// giving it back), so accesses from different threads never overlap and are ordered.
+unsafe impl Sync for Registry {}
+
+impl Registry {
+    fn with<R>(&self, f: impl FnOnce(&mut Vec<StdArc<CacheStats>>) -> R) -> R {
+        while self
+            .locked
+            .compare_exchange_weak(false, true, Acquire, Relaxed)
+            .is_err()
+        {
+            std::thread::yield_now();
+        }
+        // SAFETY: we hold the lock, so no other reference to the vector exists until we release it below.
+        let r = f(unsafe { &mut *self.caches.get() });
+        self.locked
+            .store(false, std::sync::atomic::Ordering::Release);
+        r
+    }
+}
+
 /// State shared by every `PagePool` clone, every buffer out and every thread cache of this pool.
 ///
 /// Freed when `state` reaches "no references, CLOSING" (see `cache.rs` for the protocol).
@@ -96,7 +126,7 @@ pub(crate) struct Inner {
     /// Bumped by `trim`: caches flush when they see a new value.
     trim_epoch: StdAtomicU64,
     /// Stats of live thread caches (registration is once per thread per pool).
-    caches: StdMutex<Vec<StdArc<CacheStats>>>,
+    caches: Registry,
     /// Cache hits of caches that have gone.
     retired_hits: StdAtomicU64,
 }
@@ -154,18 +184,16 @@ impl Inner {
 
     pub(crate) fn register_cache(&self) -> StdArc<CacheStats> {
         let stats = StdArc::new(CacheStats::default());
-        self.caches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(stats.clone());
+        self.caches.with(|c| c.push(stats.clone()));
         stats
     }
 
     pub(crate) fn unregister_cache(&self, stats: &StdArc<CacheStats>, hits: u64) {
-        let mut caches = self.caches.lock().unwrap_or_else(|e| e.into_inner());
-        caches.retain(|c| !StdArc::ptr_eq(c, stats));
-        // Fold under the lock so a concurrent `stats()` never counts these hits twice or not at all.
-        self.retired_hits.fetch_add(hits, Relaxed);
+        self.caches.with(|caches| {
+            caches.retain(|c| !StdArc::ptr_eq(c, stats));
+            // Fold under the lock so a concurrent `stats()` never counts these hits twice or not at all.
+            self.retired_hits.fetch_add(hits, Relaxed);
+        });
     }
 
     /// Returns a pooled slot (and its reference) that a buffer held.
@@ -218,7 +246,7 @@ impl PagePool {
             cache_size: layout.thread_cache,
             depot: Depot::new(layout.capacity, layout.thread_cache / 2),
             trim_epoch: StdAtomicU64::new(0),
-            caches: StdMutex::new(Vec::new()),
+            caches: Registry::default(),
             retired_hits: StdAtomicU64::new(0),
         });
         let pool = PagePool {
@@ -390,12 +418,11 @@ impl PagePool {
     pub fn stats(&self) -> PoolStats {
         let inner = self.inner();
         let c = &inner.counters;
-        let (cached, cache_hits) = {
-            let caches = inner.caches.lock().unwrap_or_else(|e| e.into_inner());
+        let (cached, cache_hits) = inner.caches.with(|caches| {
             let cached: usize = caches.iter().map(|s| s.cached.load(Acquire)).sum();
             let hits: u64 = caches.iter().map(|s| s.hits.load(Relaxed)).sum();
             (cached, hits + inner.retired_hits.load(Relaxed))
-        };
+        });
         let pooled = inner.arena.mapped_slots();
         let in_depot = inner.depot.as_ref().map_or(0, Depot::idle);
         let idle = (inner.free.len() + in_depot + cached).min(pooled);
