@@ -9,7 +9,8 @@
 //! and it does the system call while holding nothing: other threads that find the freelist empty meanwhile grow
 //! another chunk or take the overflow path.
 
-use crate::config::Layout;
+use crate::config::{HugePages, Layout};
+use crate::policy::{MemPolicy, Region};
 use crate::sync::{lock, AtomicPtr, AtomicU8, AtomicUsize, Mutex};
 use crate::sys::{self, Mapping};
 use std::io;
@@ -90,8 +91,9 @@ impl Arena {
         unsafe { NonNull::new_unchecked(base.wrapping_add(offset)) }
     }
 
-    /// Maps one more chunk if one is still unmapped and nobody else is mapping it.
-    pub(crate) fn grow(&self, populate: bool) -> io::Result<Grow> {
+    /// Maps one more chunk if one is still unmapped and nobody else is mapping it, and applies the memory
+    /// policy to it (see `policy.rs`) before any slot of it is published.
+    pub(crate) fn grow(&self, populate: bool, policy: &MemPolicy) -> io::Result<Grow> {
         if self.mapped_chunks.load(Relaxed) == self.chunks.len() {
             return Ok(Grow::Full);
         }
@@ -113,9 +115,34 @@ impl Arena {
                 busy = true;
                 continue;
             }
-            let slots = self.layout.chunk_slots(k);
-            let len = slots * self.layout.stride;
-            let mapping = match sys::map(len, self.layout.align, populate) {
+            let l = &self.layout;
+            let slots = l.chunk_slots(k);
+            let len = l.chunk_len(k);
+            let early = populate && !policy.advise_before_touch();
+            let hugetlb = policy.huge == HugePages::Explicit;
+            let prepared = sys::map_with(len, l.chunk_align, early, hugetlb).and_then(|m| {
+                let region = Region {
+                    start: m.ptr(),
+                    len,
+                    lead: l.lead,
+                    slots,
+                    stride: l.stride,
+                    buf_size: l.buf_size,
+                    chunk: true,
+                };
+                // On error `m` is dropped here: the chunk is unmapped and nothing was counted.
+                policy.prepare(region)?;
+                if populate && !early {
+                    for i in 0..slots {
+                        // SAFETY: slot `i` lies inside the fresh mapping: lead + i * stride + buf_size <= len.
+                        let p = unsafe { m.ptr().as_ptr().add(l.lead + i * l.stride) };
+                        // SAFETY: `p` is derived from the mapping's non-null start by an in-bounds offset.
+                        sys::populate(unsafe { NonNull::new_unchecked(p) }, l.buf_size);
+                    }
+                }
+                Ok(m)
+            });
+            let mapping = match prepared {
                 Ok(m) => m,
                 Err(e) => {
                     chunk.state.store(EMPTY, Release);
@@ -123,7 +150,10 @@ impl Arena {
                 }
             };
             let reserved = mapping.reserved();
-            chunk.base.store(mapping.ptr().as_ptr(), Release);
+            // The first slot starts after the chunk's leading guard.
+            chunk
+                .base
+                .store(mapping.ptr().as_ptr().wrapping_add(l.lead), Release);
             *lock(&chunk.mapping) = Some(mapping);
             chunk.state.store(MAPPED, Release);
             self.mapped_bytes.fetch_add(reserved, Relaxed);

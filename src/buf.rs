@@ -1,7 +1,7 @@
 //! [`AlignedBuf`]: the RAII handle to one buffer.
 
+use crate::overflow::OverflowBuf;
 use crate::pool::Inner;
-use crate::sys::Mapping;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
@@ -35,7 +35,7 @@ pub struct AlignedBuf {
     /// The buffer's own mapping, for an overflow buffer. Boxed so that the common pooled buffer stays small
     /// (40 bytes instead of 72): the handle is moved on every acquire, and the box's allocation only happens on
     /// the overflow path, next to an `mmap`.
-    mapping: Option<Box<Mapping>>,
+    mapping: Option<Box<OverflowBuf>>,
     /// The pool's shared state; this buffer owns one reference on it (see `cache.rs`).
     pool: NonNull<Inner>,
 }
@@ -59,14 +59,32 @@ impl AlignedBuf {
         }
     }
 
-    pub(crate) fn overflow(pool: NonNull<Inner>, mapping: Mapping) -> Self {
+    pub(crate) fn overflow(pool: NonNull<Inner>, b: OverflowBuf, len: usize) -> Self {
         AlignedBuf {
-            ptr: mapping.ptr(),
-            len: mapping.len(),
+            ptr: b.ptr,
+            len,
             slot: u32::MAX,
-            mapping: Some(Box::new(mapping)),
+            mapping: Some(Box::new(b)),
             pool,
         }
+    }
+
+    /// Overwrites every byte of the buffer with zero now, with volatile writes the compiler cannot elide
+    /// (for a secret that must go before the buffer is released; see also
+    /// [`PoolBuilder::zero_on_release`](crate::PoolBuilder::zero_on_release)).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = pagepool::PagePool::builder().capacity(1).build()?;
+    /// let mut buf = pool.acquire()?;
+    /// buf[..6].copy_from_slice(b"secret");
+    /// buf.zeroize();
+    /// assert!(buf.iter().all(|&b| b == 0));
+    /// # Ok(()) }
+    /// ```
+    pub fn zeroize(&mut self) {
+        crate::policy::fill(self.ptr, self.len, 0);
     }
 
     /// True if this buffer came from the overflow path (its own mapping, unmapped on drop) rather than the pool.
@@ -121,6 +139,11 @@ impl Drop for AlignedBuf {
     fn drop(&mut self) {
         match self.mapping.take() {
             None => {
+                // SAFETY: the buffer's reference keeps Inner alive.
+                let inner = unsafe { self.pool.as_ref() };
+                if inner.scrub != 0 {
+                    inner.mem.on_release(self.ptr, self.len);
+                }
                 crate::sys::poison(self.ptr.as_ptr(), self.len);
                 // SAFETY: this buffer owns the slot and one reference; it is never used again after drop.
                 unsafe { Inner::release(self.pool, self.slot) }

@@ -270,6 +270,7 @@ fn refill(e: &mut Entry) -> Option<u32> {
     if got == 0 {
         return None;
     }
+    inner.idle_tick();
     // The caller holds a handle, so Inner cannot be freed between the pops and this increment.
     inner.add_refs(got);
     // Hand out the slot popped last; the rest stay cached in pop order.

@@ -25,6 +25,53 @@ pub enum OverflowPolicy {
     Fail,
 }
 
+/// Whether the pool locks its memory in RAM (`mlock`, `VirtualLock` on Windows), so secrets never reach swap.
+/// See [`PoolBuilder::lock_memory`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LockPolicy {
+    /// No locking (the default).
+    #[default]
+    Off,
+    /// Lock what fits under `RLIMIT_MEMLOCK`; past it, emit one `tracing` warning and go on unlocked.
+    /// [`PoolStats::locked_bytes`](crate::PoolStats::locked_bytes) tells how much is locked.
+    BestEffort,
+    /// All pool memory is locked, or the operation that maps it fails: `build` returns
+    /// [`ConfigError::MemoryLockLimit`](crate::ConfigError::MemoryLockLimit) when the pool cannot fit under
+    /// `RLIMIT_MEMLOCK` (and the process lacks `CAP_IPC_LOCK`), and an acquire whose new memory cannot be
+    /// locked returns [`AcquireError::Os`](crate::AcquireError::Os) and maps nothing.
+    Required,
+}
+
+/// What a forked child sees of the pool's memory (Linux). See [`PoolBuilder::on_fork`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ForkPolicy {
+    /// The child gets a copy-on-write copy, like any other memory (the default).
+    #[default]
+    Inherit,
+    /// The child does not get the pool's memory at all (`MADV_DONTFORK`): touching it there faults.
+    DontFork,
+    /// The child sees the pool's memory zero-filled (`MADV_WIPEONFORK`, Linux 4.14+).
+    WipeOnFork,
+}
+
+/// Huge-page backing of pooled chunks. See [`PoolBuilder::huge_pages`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum HugePages {
+    /// Normal pages (the default).
+    #[default]
+    Off,
+    /// Chunks are 2 MiB-aligned, a 2 MiB multiple long, and advised `MADV_HUGEPAGE`, so the kernel backs them
+    /// with transparent huge pages when it can (THP in `always` or `madvise` mode). Linux only.
+    Transparent,
+    /// Chunks are mapped with `MAP_HUGETLB` from the kernel's reserved huge pages (`vm.nr_hugepages`). No
+    /// fallback: when none are free, `build` returns
+    /// [`ConfigError::HugePagesUnavailable`](crate::ConfigError::HugePagesUnavailable). Linux only.
+    Explicit,
+}
+
 /// Builder for a [`PagePool`](crate::PagePool); start with [`PagePool::builder`](crate::PagePool::builder).
 ///
 /// Defaults: `buf_size` = [`page_size()`](crate::page_size), `capacity` = 1024, `alignment` = page size,
@@ -40,6 +87,14 @@ pub struct PoolBuilder {
     pub(crate) max_overflow: usize,
     pub(crate) prealloc: bool,
     pub(crate) thread_cache: Option<usize>,
+    pub(crate) zero_on_release: bool,
+    pub(crate) poison_on_release: bool,
+    pub(crate) lock_memory: LockPolicy,
+    pub(crate) dont_dump: bool,
+    pub(crate) on_fork: ForkPolicy,
+    pub(crate) guard_pages: bool,
+    pub(crate) huge_pages: HugePages,
+    pub(crate) idle_trim_after: Option<std::time::Duration>,
 }
 
 /// The default thread cache holds at most this many slots.
@@ -55,6 +110,14 @@ impl Default for PoolBuilder {
             max_overflow: usize::MAX,
             prealloc: false,
             thread_cache: None,
+            zero_on_release: false,
+            poison_on_release: false,
+            lock_memory: LockPolicy::Off,
+            dont_dump: false,
+            on_fork: ForkPolicy::Inherit,
+            guard_pages: false,
+            huge_pages: HugePages::Off,
+            idle_trim_after: None,
         }
     }
 }
@@ -117,6 +180,89 @@ impl PoolBuilder {
         self
     }
 
+    /// Zero every byte of a buffer when it is released, before it can be handed out again or unmapped (volatile
+    /// writes the compiler cannot elide). For decrypted pages: a secret never outlives its buffer. Costs one
+    /// pass over the buffer per release. See also [`AlignedBuf::zeroize`](crate::AlignedBuf::zeroize).
+    /// Default: off.
+    pub fn zero_on_release(mut self, yes: bool) -> Self {
+        self.zero_on_release = yes;
+        self
+    }
+
+    /// Fill released pooled buffers with a pattern and check it on the next acquire of the same buffer: a
+    /// mismatch means someone wrote to the buffer after releasing it (a use after release through a raw
+    /// pointer). It is reported as a `tracing` error and counted in
+    /// [`PoolStats::poison_violations`](crate::PoolStats::poison_violations); the buffer is still handed out.
+    /// A buffer that reads back all zeros passes (memory fresh from the OS or returned by [`trim`]), so a stray
+    /// write of zeros over a whole buffer goes unseen. With [`zero_on_release`](Self::zero_on_release) too, the
+    /// pattern is what erases the secret, and the buffer is zeroed after the check. Costs two passes over the
+    /// buffer per use; meant for debug builds and tests. Default: off.
+    ///
+    /// [`trim`]: crate::PagePool::trim
+    pub fn poison_on_release(mut self, yes: bool) -> Self {
+        self.poison_on_release = yes;
+        self
+    }
+
+    /// Lock the pool's memory (pooled chunks and overflow buffers) in RAM so it never reaches swap; see
+    /// [`LockPolicy`]. Locking faults the memory in: a locked chunk is resident from the moment it is mapped.
+    /// Locked memory is never given back by [`trim`](crate::PagePool::trim). Default: [`LockPolicy::Off`].
+    pub fn lock_memory(mut self, policy: LockPolicy) -> Self {
+        self.lock_memory = policy;
+        self
+    }
+
+    /// Leave the pool's memory out of core dumps (`MADV_DONTDUMP`). Linux only: elsewhere `build` returns
+    /// [`ConfigError::Unsupported`](crate::ConfigError::Unsupported). Default: off.
+    pub fn dont_dump(mut self, yes: bool) -> Self {
+        self.dont_dump = yes;
+        self
+    }
+
+    /// What a `fork`ed child sees of the pool's memory; see [`ForkPolicy`]. Linux only for anything but
+    /// [`ForkPolicy::Inherit`]: elsewhere `build` returns
+    /// [`ConfigError::Unsupported`](crate::ConfigError::Unsupported). Default: [`ForkPolicy::Inherit`].
+    pub fn on_fork(mut self, policy: ForkPolicy) -> Self {
+        self.on_fork = policy;
+        self
+    }
+
+    /// Put an inaccessible guard page (`PROT_NONE`; `PAGE_NOACCESS` on Windows) before every buffer and after
+    /// it, pooled and overflow alike, so an overrun or underrun faults at once instead of corrupting a
+    /// neighbour.
+    ///
+    /// Cost: each slot grows by one page (`buf_size + page` rounded up to the alignment) plus one leading
+    /// guard per chunk; guard pages are address space only (never touched, no RSS). Each guard splits the
+    /// chunk's mapping, so a pool needs about `2 x capacity` kernel mappings (VMAs) instead of one per chunk;
+    /// `build` refuses ([`ConfigError::GuardPagesMapCount`](crate::ConfigError::GuardPagesMapCount)) a
+    /// capacity that would use more than half of `vm.max_map_count`. Not combinable with
+    /// [`huge_pages`](Self::huge_pages). Default: off.
+    pub fn guard_pages(mut self, yes: bool) -> Self {
+        self.guard_pages = yes;
+        self
+    }
+
+    /// Back pooled chunks with huge pages; see [`HugePages`]. Overflow buffers always use normal pages.
+    /// Default: [`HugePages::Off`].
+    pub fn huge_pages(mut self, mode: HugePages) -> Self {
+        self.huge_pages = mode;
+        self
+    }
+
+    /// Give idle pooled memory back to the OS once it has stayed idle this long: the pool tracks the fewest
+    /// buffers idle in its shared freelist during each period of `after`, and at the end of the period returns
+    /// that many (the longest-idle ones) with `MADV_DONTNEED` (`MEM_DECOMMIT` on Windows). The buffers stay
+    /// in the pool and fault in fresh zeroed pages when next used.
+    ///
+    /// No thread of the pool's own runs this: the check is made on the pool's slow paths (a thread cache
+    /// refilling or flushing, chunk growth, overflow) and by [`PagePool::trim_idle`](crate::PagePool::trim_idle),
+    /// which a program with quiet spells calls from its own timer. `Duration::ZERO` is rejected
+    /// ([`ConfigError::ZeroIdleTrim`](crate::ConfigError::ZeroIdleTrim)). Default: never.
+    pub fn idle_trim_after(mut self, after: std::time::Duration) -> Self {
+        self.idle_trim_after = Some(after);
+        self
+    }
+
     /// Checks every setting and derives the memory layout.
     pub(crate) fn layout(&self) -> Result<Layout, ConfigError> {
         let page_size = sys::page_size();
@@ -168,15 +314,33 @@ impl PoolBuilder {
             capacity: self.capacity,
         };
         let limit = isize::MAX as usize;
+        // Guard pages: one inaccessible page (rounded to the alignment) after every buffer, and one before the
+        // first buffer of each chunk, so every buffer sits between two.
+        let guard = if self.guard_pages { page_size } else { 0 };
         let stride = self
             .buf_size
-            .checked_next_multiple_of(align)
+            .checked_add(guard)
+            .and_then(|b| b.checked_next_multiple_of(align))
             .ok_or_else(too_large)?;
+        let lead = if self.guard_pages { align } else { 0 };
         let total = stride.checked_mul(self.capacity).ok_or_else(too_large)?;
-        // An overflow buffer or a chunk reserves up to `align - granularity` bytes of slack on top.
-        if total > limit || total + sys::align_slack(align) > limit {
-            return Err(too_large());
+        // An overflow buffer or a chunk reserves up to `align - granularity` bytes of slack on top, a chunk
+        // its leading guard, and a huge-page chunk up to a huge page of rounding.
+        let huge = self.huge_pages != HugePages::Off;
+        let (huge_align, huge_round) = if huge {
+            (sys::HUGE_PAGE, sys::HUGE_PAGE)
+        } else {
+            (0, 0)
+        };
+        let extra = lead
+            .checked_add(huge_round)
+            .and_then(|per_chunk| per_chunk.checked_mul(MAX_CHUNKS))
+            .and_then(|e| e.checked_add(sys::align_slack(align.max(huge_align))));
+        match extra.and_then(|e| e.checked_add(total)) {
+            Some(all) if all <= limit => {}
+            _ => return Err(too_large()),
         }
+        self.check_memory_options(page_size)?;
         let thread_cache = match self.thread_cache {
             None => DEFAULT_THREAD_CACHE.min(self.capacity / 16),
             Some(n) if n <= self.capacity => n,
@@ -190,6 +354,38 @@ impl PoolBuilder {
         let slots_per_chunk = slots_per_chunk(stride, self.capacity, sys::allocation_granularity());
         let chunk_shift = slots_per_chunk.trailing_zeros();
         let chunks = self.capacity.div_ceil(slots_per_chunk);
+        let chunk_round = if huge { sys::HUGE_PAGE } else { page_size };
+        let chunk_align = if huge { align.max(sys::HUGE_PAGE) } else { align };
+        if self.guard_pages {
+            // Each guard splits the chunk's mapping: one VMA per buffer, one per guard.
+            let needed = 2 * self.capacity + chunks;
+            if let Some(max_map_count) = sys::max_map_count() {
+                if needed > max_map_count / 2 {
+                    return Err(ConfigError::GuardPagesMapCount {
+                        capacity: self.capacity,
+                        needed,
+                        max_map_count,
+                    });
+                }
+            }
+        }
+        let layout_bytes = (0..chunks)
+            .map(|k| {
+                let per = 1usize << slots_per_chunk.trailing_zeros();
+                let slots = per.min(self.capacity - k * per);
+                (lead + slots * stride).next_multiple_of(chunk_round)
+            })
+            .sum::<usize>();
+        if self.lock_memory == LockPolicy::Required && !sys::lock_exempt() {
+            if let Some(limit) = sys::memlock_limit() {
+                if layout_bytes > limit {
+                    return Err(ConfigError::MemoryLockLimit {
+                        limit,
+                        requested: layout_bytes,
+                    });
+                }
+            }
+        }
         Ok(Layout {
             buf_size: self.buf_size,
             align,
@@ -198,7 +394,40 @@ impl PoolBuilder {
             chunk_shift,
             chunks,
             thread_cache,
+            lead,
+            chunk_align,
+            chunk_round,
+            pooled_bytes: layout_bytes,
         })
+    }
+
+    /// Rejects memory options this platform cannot honour, and combinations that make no sense.
+    fn check_memory_options(&self, _page_size: usize) -> Result<(), ConfigError> {
+        use sys::Advice;
+        if self.idle_trim_after == Some(std::time::Duration::ZERO) {
+            return Err(ConfigError::ZeroIdleTrim);
+        }
+        if self.guard_pages && self.huge_pages != HugePages::Off {
+            return Err(ConfigError::Incompatible {
+                first: "guard_pages(true)",
+                second: "huge_pages(..)",
+                why: "a guard page would split every huge page; use one or the other",
+            });
+        }
+        let unsupported = |setting: &'static str| ConfigError::Unsupported {
+            setting,
+            platform: std::env::consts::OS,
+        };
+        if self.dont_dump && !sys::supports(Advice::DontDump) {
+            return Err(unsupported("dont_dump(true)"));
+        }
+        if self.on_fork != ForkPolicy::Inherit && !sys::supports(Advice::DontFork) {
+            return Err(unsupported("on_fork(..)"));
+        }
+        if self.huge_pages != HugePages::Off && !sys::supports(Advice::HugePage) {
+            return Err(unsupported("huge_pages(..)"));
+        }
+        Ok(())
     }
 }
 
@@ -236,6 +465,14 @@ pub(crate) struct Layout {
     pub(crate) chunks: usize,
     /// Slots a thread cache holds at most.
     pub(crate) thread_cache: usize,
+    /// Bytes of each chunk before its first slot: the leading guard (rounded to the alignment), or 0.
+    pub(crate) lead: usize,
+    /// Alignment of each chunk's mapping (the buffer alignment, or the huge page size with huge pages).
+    pub(crate) chunk_align: usize,
+    /// Each chunk's mapping length is rounded up to this (the page size, or the huge page size).
+    pub(crate) chunk_round: usize,
+    /// Bytes of all chunks once every one is mapped (before alignment slack).
+    pub(crate) pooled_bytes: usize,
 }
 
 impl Layout {
@@ -243,6 +480,11 @@ impl Layout {
     pub(crate) fn chunk_slots(&self, k: usize) -> usize {
         let per = 1usize << self.chunk_shift;
         per.min(self.capacity - k * per)
+    }
+
+    /// Length of chunk `k`'s mapping: leading guard, slots, rounding.
+    pub(crate) fn chunk_len(&self, k: usize) -> usize {
+        (self.lead + self.chunk_slots(k) * self.stride).next_multiple_of(self.chunk_round)
     }
 }
 

@@ -81,6 +81,62 @@ pub enum ConfigError {
         /// Approximate heap bytes the freelist needs.
         bytes: usize,
     },
+    /// [`LockPolicy::Required`](crate::LockPolicy::Required), but the pool's memory does not fit under the
+    /// process's `RLIMIT_MEMLOCK` and the process lacks `CAP_IPC_LOCK`.
+    #[error(
+        "lock_memory(Required) asks to lock {requested} bytes but RLIMIT_MEMLOCK allows {limit}: raise the limit \
+         (ulimit -l, LimitMEMLOCK=), lower capacity or buf_size, or use LockPolicy::BestEffort"
+    )]
+    MemoryLockLimit {
+        /// The soft `RLIMIT_MEMLOCK`, in bytes.
+        limit: usize,
+        /// Bytes the pool's chunks would lock.
+        requested: usize,
+    },
+    /// A memory option this platform cannot honour (e.g. `dont_dump` or `on_fork` outside Linux).
+    #[error("{setting} is not supported on {platform}: leave it at its default there")]
+    Unsupported {
+        /// The setting, as written on the builder.
+        setting: &'static str,
+        /// `std::env::consts::OS`.
+        platform: &'static str,
+    },
+    /// Two settings that cannot be combined.
+    #[error("{first} cannot be combined with {second}: {why}")]
+    Incompatible {
+        /// One setting.
+        first: &'static str,
+        /// The other.
+        second: &'static str,
+        /// Why not.
+        why: &'static str,
+    },
+    /// With guard pages, the pool would need more kernel mappings than half of `vm.max_map_count`.
+    #[error(
+        "guard_pages(true) with capacity {capacity} needs about {needed} mappings, more than half of \
+         vm.max_map_count ({max_map_count}): lower the capacity or raise vm.max_map_count"
+    )]
+    GuardPagesMapCount {
+        /// The pool's capacity.
+        capacity: usize,
+        /// Mappings (VMAs) the pool would use: two per buffer plus one per chunk.
+        needed: usize,
+        /// The system's `vm.max_map_count`.
+        max_map_count: usize,
+    },
+    /// [`HugePages::Explicit`](crate::HugePages::Explicit) but the kernel would not map a huge page.
+    #[error(
+        "huge_pages(Explicit): the kernel refused a huge page ({source}); reserve some \
+         (echo N > /proc/sys/vm/nr_hugepages) or use HugePages::Transparent"
+    )]
+    HugePagesUnavailable {
+        /// The OS error from `mmap(MAP_HUGETLB)` (`ENOMEM` when none are reserved).
+        #[source]
+        source: io::Error,
+    },
+    /// `idle_trim_after(Duration::ZERO)`.
+    #[error("idle_trim_after is zero: give a period such as 60 s (or leave it unset to trim only on demand)")]
+    ZeroIdleTrim,
     /// The OS refused to map the pool's memory at build time (with `prealloc(true)`).
     #[error("the OS refused to map {bytes} bytes for the pool: {source}")]
     Os {

@@ -40,6 +40,7 @@ mod depot;
 mod error;
 mod freelist;
 mod overflow;
+mod policy;
 mod pool;
 mod stats;
 mod sync;
@@ -51,7 +52,7 @@ mod loom_tests;
 mod tests;
 
 pub use buf::AlignedBuf;
-pub use config::{OverflowPolicy, PoolBuilder, MAX_CAPACITY};
+pub use config::{ForkPolicy, HugePages, LockPolicy, OverflowPolicy, PoolBuilder, MAX_CAPACITY};
 pub use error::{AcquireError, ConfigError};
 pub use pool::PagePool;
 pub use stats::PoolStats;

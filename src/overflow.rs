@@ -5,22 +5,43 @@
 //! call and given back *after* the unmap, so `mapped_bytes` never exceeds the configured bound. No lock is held
 //! across either system call.
 
+use crate::config::Layout;
 use crate::error::AcquireError;
+use crate::policy::{fill, MemPolicy, Region, SCRUB_ZERO};
 use crate::stats::Counters;
 use crate::sync::{AtomicU64, AtomicUsize};
 use crate::sys::{self, Mapping};
 use crate::OverflowPolicy;
+use std::ptr::NonNull;
 use std::sync::atomic::Ordering::{AcqRel, Relaxed};
 use std::time::Instant;
 
 /// "Overflow started" warnings are emitted at most once per this many milliseconds.
 const WARN_INTERVAL_MS: u64 = 1000;
 
+/// An overflow buffer's own mapping, as an [`AlignedBuf`](crate::AlignedBuf) holds it.
+#[derive(Debug)]
+pub(crate) struct OverflowBuf {
+    pub(crate) mapping: Mapping,
+    /// Start of the buffer inside the mapping (after a leading guard, if any).
+    pub(crate) ptr: NonNull<u8>,
+    /// Bytes of the mapping locked by the memory policy (given back on unmap).
+    locked: usize,
+}
+
 #[derive(Debug)]
 pub(crate) struct Overflow {
     pub(crate) policy: OverflowPolicy,
     pub(crate) max: usize,
+    /// Bytes per buffer handed out.
+    buf_size: usize,
+    /// Bytes mapped per overflow buffer: the buffer, or with guard pages the leading guard, the buffer and its
+    /// trailing guard.
     len: usize,
+    /// Bytes before the buffer (the leading guard), or 0.
+    lead: usize,
+    /// `buf_size` plus the trailing guard or padding (see `Layout::stride`).
+    stride: usize,
     align: usize,
     /// Overflow buffers out now (permits taken).
     out: AtomicUsize,
@@ -32,8 +53,17 @@ pub(crate) struct Overflow {
 }
 
 impl Overflow {
-    pub(crate) fn new(policy: OverflowPolicy, max: usize, len: usize, align: usize) -> Self {
+    pub(crate) fn new(policy: OverflowPolicy, max: usize, l: &Layout) -> Self {
+        let len = if l.lead > 0 {
+            l.lead + l.stride
+        } else {
+            l.buf_size
+        };
         Overflow {
+            buf_size: l.buf_size,
+            lead: l.lead,
+            stride: l.stride,
+            align: l.align,
             policy,
             max: if policy == OverflowPolicy::Fail {
                 0
@@ -41,7 +71,6 @@ impl Overflow {
                 max
             },
             len,
-            align,
             out: AtomicUsize::new(0),
             mapped_bytes: AtomicUsize::new(0),
             created: Instant::now(),
@@ -57,12 +86,13 @@ impl Overflow {
         self.mapped_bytes.load(Relaxed)
     }
 
-    /// Maps one overflow buffer, or explains why not.
+    /// Maps one overflow buffer and applies the memory policy to it, or explains why not.
     pub(crate) fn map(
         &self,
         counters: &Counters,
         capacity: usize,
-    ) -> Result<Mapping, AcquireError> {
+        mem: &MemPolicy,
+    ) -> Result<OverflowBuf, AcquireError> {
         let mut out = self.out.load(Relaxed);
         loop {
             if out >= self.max {
@@ -85,17 +115,38 @@ impl Overflow {
         if out == 0 {
             self.warn_started(capacity);
         }
-        match sys::map(self.len, self.align, false) {
-            Ok(m) => {
-                self.mapped_bytes.fetch_add(m.reserved(), Relaxed);
+        let mapped = sys::map(self.len, self.align, false).and_then(|m| {
+            let region = Region {
+                start: m.ptr(),
+                len: self.len,
+                lead: self.lead,
+                slots: usize::from(self.lead > 0),
+                stride: self.stride,
+                buf_size: self.buf_size,
+                chunk: false,
+            };
+            // On error `m` is dropped here: unmapped, nothing counted.
+            let locked = mem.prepare(region)?;
+            // SAFETY: lead + buf_size <= len: the buffer lies inside the mapping.
+            let ptr = unsafe { NonNull::new_unchecked(m.ptr().as_ptr().add(self.lead)) };
+            Ok(OverflowBuf {
+                mapping: m,
+                ptr,
+                locked,
+            })
+        });
+        match mapped {
+            Ok(b) => {
+                let reserved = b.mapping.reserved();
+                self.mapped_bytes.fetch_add(reserved, Relaxed);
                 counters.overflow_maps.fetch_add(1, Relaxed);
-                tracing::debug!(target: "pagepool", bytes = m.reserved(), "mapped overflow buffer");
-                Ok(m)
+                tracing::debug!(target: "pagepool", bytes = reserved, "mapped overflow buffer");
+                Ok(b)
             }
             Err(source) => {
                 self.out.fetch_sub(1, AcqRel);
                 counters.os_errors.fetch_add(1, Relaxed);
-                tracing::error!(target: "pagepool", bytes = self.len, error = %source, "overflow mmap failed");
+                tracing::error!(target: "pagepool", bytes = self.len, error = %source, "overflow mapping failed");
                 Err(AcquireError::Os {
                     bytes: self.len,
                     source,
@@ -104,10 +155,14 @@ impl Overflow {
         }
     }
 
-    /// Unmaps an overflow buffer and gives its permit back.
-    pub(crate) fn unmap(&self, m: Mapping, counters: &Counters) {
-        let reserved = m.reserved();
-        drop(m);
+    /// Unmaps an overflow buffer (zeroing it first if the policy says so) and gives its permit back.
+    pub(crate) fn unmap(&self, b: OverflowBuf, counters: &Counters, mem: &MemPolicy) {
+        if mem.scrub & SCRUB_ZERO != 0 {
+            fill(b.ptr, self.buf_size, 0);
+        }
+        mem.unlocked(b.locked);
+        let reserved = b.mapping.reserved();
+        drop(b);
         self.mapped_bytes.fetch_sub(reserved, Relaxed);
         counters.overflow_unmaps.fetch_add(1, Relaxed);
         self.out.fetch_sub(1, AcqRel);
@@ -127,7 +182,7 @@ impl Overflow {
             tracing::warn!(
                 target: "pagepool",
                 capacity,
-                buf_size = self.len,
+                buf_size = self.buf_size,
                 "pool exhausted: overflow buffers are being mapped directly; the pool may be undersized"
             );
         }

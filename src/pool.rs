@@ -7,11 +7,11 @@ use crate::config::{Layout, PoolBuilder};
 use crate::depot::Depot;
 use crate::error::{AcquireError, ConfigError};
 use crate::freelist::FreeList;
-use crate::overflow::Overflow;
+use crate::overflow::{Overflow, OverflowBuf};
+use crate::policy::MemPolicy;
 use crate::stats::{Counters, PoolStats};
 use crate::sync::{Arc, AtomicUsize};
-use crate::sys::Mapping;
-use crate::OverflowPolicy;
+use crate::{HugePages, LockPolicy, OverflowPolicy};
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
@@ -121,6 +121,11 @@ pub(crate) struct Inner {
     state: AtomicUsize,
     /// Slots a thread cache holds at most (0: no caches).
     pub(crate) cache_size: usize,
+    /// `mem.scrub`, beside `cache_size` so the release path reads one line: non-zero when released buffers
+    /// are zeroed or poisoned.
+    pub(crate) scrub: u8,
+    /// Zeroing, poisoning, locking, advice, guard pages, trimming.
+    pub(crate) mem: MemPolicy,
     /// Full magazines of half a cache each, for batch refills and flushes (none without caches).
     pub(crate) depot: Option<Depot>,
     /// Bumped by `trim`: caches flush when they see a new value.
@@ -219,12 +224,97 @@ impl Inner {
     ///
     /// # Safety
     /// As for [`Inner::release`].
-    pub(crate) unsafe fn release_overflow(this: NonNull<Inner>, m: Mapping) {
+    pub(crate) unsafe fn release_overflow(this: NonNull<Inner>, b: OverflowBuf) {
         // SAFETY: the buffer's reference keeps Inner alive.
         let inner = unsafe { this.as_ref() };
-        inner.overflow.unmap(m, &inner.counters);
+        inner.overflow.unmap(b, &inner.counters, &inner.mem);
         // SAFETY: the mapping is gone; this is the buffer's reference.
         unsafe { Inner::release_refs(this, 1) };
+    }
+}
+
+impl Inner {
+    /// Idle buffers in the shared pool: the freelist and the depot (not thread caches).
+    fn shared_idle(&self) -> usize {
+        self.free.len() + self.depot.as_ref().map_or(0, Depot::idle)
+    }
+
+    /// Feeds the idle-trim clock after the shared idle count may have dropped (a slow-path pop), and trims
+    /// if a period just ended. A no-op without `idle_trim_after`.
+    #[inline]
+    pub(crate) fn idle_tick(&self) {
+        if let Some(t) = &self.mem.idle {
+            if let Some(n) = t.tick(self.shared_idle()) {
+                self.trim_shared(n, "idle");
+            }
+        }
+    }
+
+    /// Gives the physical memory of up to `n` idle shared buffers back to the OS, longest idle first, and puts
+    /// them back in the freelist. Returns the bytes given back. Locked pools are never trimmed.
+    ///
+    /// The buffers being trimmed are out of the freelist meanwhile (owned by this call, so nobody sees their
+    /// memory change); an acquire that finds the shared pool empty in that window takes the overflow path.
+    fn trim_shared(&self, n: usize, why: &'static str) -> usize {
+        if n == 0 || self.mem.lock != LockPolicy::Off {
+            return 0;
+        }
+        // Magazines in the depot count as idle too: move them to the freelist's tail, behind older slots.
+        if let Some(d) = &self.depot {
+            let mut mag = Vec::new();
+            while self.free.len() < n && d.take(&mut mag) {
+                mag.drain(..).for_each(|s| self.free.push(s));
+            }
+        }
+        let l = self.arena.layout();
+        let mut bytes = 0;
+        let mut left = n;
+        let mut batch = Vec::with_capacity(256);
+        let mut failed = None;
+        while left > 0 && failed.is_none() {
+            batch.clear();
+            while batch.len() < left.min(256) {
+                match self.free.pop() {
+                    Some(s) => batch.push(s),
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            left -= batch.len();
+            batch.sort_unstable();
+            // Runs of consecutive slots of one chunk are one range when nothing (no guard) lies between them.
+            let mut i = 0;
+            while i < batch.len() {
+                let first = batch[i];
+                let mut last = first;
+                while l.lead == 0
+                    && i + 1 < batch.len()
+                    && batch[i + 1] == last + 1
+                    && (batch[i + 1] >> l.chunk_shift) == (first >> l.chunk_shift)
+                {
+                    i += 1;
+                    last = batch[i];
+                }
+                i += 1;
+                let len = (last - first) as usize * l.stride + l.buf_size;
+                if let Err(e) = crate::sys::discard(self.arena.slot_ptr(first), len) {
+                    failed = Some(e);
+                    break;
+                }
+                bytes += len;
+            }
+            batch.iter().for_each(|&s| self.free.push(s));
+        }
+        if let Some(error) = failed {
+            tracing::warn!(target: "pagepool", error = %error, "trim: the OS refused to take idle memory back");
+        }
+        if bytes > 0 {
+            self.mem.trimmed(bytes);
+            tracing::debug!(target: "pagepool", bytes, why, "trimmed idle pooled memory");
+        }
+        bytes
     }
 }
 
@@ -236,14 +326,22 @@ impl PagePool {
 
     pub(crate) fn from_builder(b: &PoolBuilder) -> Result<PagePool, ConfigError> {
         let layout: Layout = b.layout()?;
+        if b.huge_pages == HugePages::Explicit {
+            // No fallback: find out now, not at the first acquire, whether the kernel has huge pages for us.
+            crate::sys::map_with(crate::sys::HUGE_PAGE, crate::sys::HUGE_PAGE, false, true)
+                .map_err(|source| ConfigError::HugePagesUnavailable { source })?;
+        }
         let free = FreeList::new(layout.capacity)?;
+        let mem = MemPolicy::new(b);
         let inner = Box::new(Inner {
             arena: Arena::new(layout),
             free,
             counters: Counters::new(),
-            overflow: Overflow::new(b.overflow, b.max_overflow, layout.buf_size, layout.align),
+            overflow: Overflow::new(b.overflow, b.max_overflow, &layout),
             state: AtomicUsize::new(REF),
             cache_size: layout.thread_cache,
+            scrub: mem.scrub,
+            mem,
             depot: Depot::new(layout.capacity, layout.thread_cache / 2),
             trim_epoch: StdAtomicU64::new(0),
             caches: Registry::default(),
@@ -257,11 +355,11 @@ impl PagePool {
         if b.prealloc {
             let inner = pool.inner();
             loop {
-                match inner.arena.grow(true) {
+                match inner.arena.grow(true, &inner.mem) {
                     Ok(Grow::Grew(range)) => range.for_each(|i| inner.free.push(i)),
                     Ok(Grow::Busy | Grow::Full) => break,
                     Err(source) => {
-                        let bytes = layout.chunk_slots(0) * layout.stride;
+                        let bytes = layout.chunk_len(0);
                         tracing::error!(target: "pagepool", bytes, error = %source, "prealloc mmap failed");
                         // Dropping `pool` unmaps every chunk mapped so far.
                         return Err(ConfigError::Os { bytes, source });
@@ -328,6 +426,9 @@ impl PagePool {
         let ptr = inner.arena.slot_ptr(slot);
         let len = inner.arena.layout().buf_size;
         crate::sys::unpoison(ptr.as_ptr(), len);
+        if inner.scrub != 0 {
+            inner.mem.on_acquire(ptr, len, slot);
+        }
         AlignedBuf::pooled(self.handle.inner, slot, ptr, len)
     }
 
@@ -343,6 +444,7 @@ impl PagePool {
     fn acquire_slow(&self) -> Result<AlignedBuf, AcquireError> {
         let inner = self.inner();
         if let Some(slot) = inner.free.pop() {
+            inner.idle_tick();
             return Ok(self.pooled(slot));
         }
         // The thread cache was unavailable (thread exit) or empty and the freelist is empty: idle slots may
@@ -358,7 +460,7 @@ impl PagePool {
             }
         }
         loop {
-            match inner.arena.grow(false) {
+            match inner.arena.grow(false, &inner.mem) {
                 Ok(Grow::Grew(range)) => {
                     let first = range.start;
                     (first + 1..range.end).for_each(|i| inner.free.push(i));
@@ -376,7 +478,7 @@ impl PagePool {
                 Err(source) => {
                     inner.counters.os_errors.fetch_add(1, Relaxed);
                     let l = inner.arena.layout();
-                    let bytes = l.chunk_slots(0) * l.stride;
+                    let bytes = l.chunk_len(0);
                     tracing::error!(target: "pagepool", bytes, error = %source, "chunk mmap failed");
                     return Err(AcquireError::Os { bytes, source });
                 }
@@ -386,18 +488,31 @@ impl PagePool {
         if let Some(slot) = inner.free.pop() {
             return Ok(self.pooled(slot));
         }
-        let mapping = inner
+        let b = inner
             .overflow
-            .map(&inner.counters, inner.arena.layout().capacity)?;
+            .map(&inner.counters, inner.arena.layout().capacity, &inner.mem)?;
         inner.add_refs(1);
-        Ok(AlignedBuf::overflow(self.handle.inner, mapping))
+        Ok(AlignedBuf::overflow(
+            self.handle.inner,
+            b,
+            inner.arena.layout().buf_size,
+        ))
     }
 
-    /// Flushes idle buffers out of thread caches back to the shared freelist: this thread's cache now, every
-    /// other thread's cache at that thread's next pool operation.
+    /// Gives idle memory back: flushes idle buffers out of thread caches to the shared freelist (this thread's
+    /// cache now, every other thread's cache at that thread's next pool operation), then returns the physical
+    /// memory of every idle buffer in the shared pool to the OS (`MADV_DONTNEED` on unix, which lowers RSS at
+    /// once; `MEM_DECOMMIT` and a fresh `MEM_COMMIT` on Windows). Returns the bytes given back.
     ///
-    /// Use it after a burst on short-lived worker threads, or before reading [`stats`](Self::stats) when an
-    /// exact count of the shared freelist matters.
+    /// The buffers stay in the pool: the next use of one faults in fresh zeroed pages. Chunks stay mapped
+    /// (address space, no memory), so the freelist never names unmapped memory. Memory locked by
+    /// [`lock_memory`](crate::PoolBuilder::lock_memory) is not given back. While `trim` works, the buffers it
+    /// holds are briefly unavailable: an acquire that finds the shared pool empty meanwhile overflows.
+    /// Overflow buffers need no trimming: they are unmapped when released.
+    ///
+    /// Use it after a burst, on short-lived worker threads, or before reading [`stats`](Self::stats) when an
+    /// exact count of the shared freelist matters. [`idle_trim_after`](crate::PoolBuilder::idle_trim_after)
+    /// does the same for memory idle longer than a period, without being asked.
     ///
     /// # Examples
     /// ```
@@ -407,11 +522,46 @@ impl PagePool {
     /// pool.trim();
     /// assert_eq!(pool.stats().cached, 0);
     /// ```
-    pub fn trim(&self) {
+    pub fn trim(&self) -> usize {
         let inner = self.inner();
         inner.trim_epoch.fetch_add(1, Relaxed);
         cache::bump_sweep_epoch();
         cache::flush_local(self.handle.inner);
+        inner.trim_shared(inner.shared_idle(), "trim")
+    }
+
+    /// Runs the [`idle_trim_after`](crate::PoolBuilder::idle_trim_after) check now: if a trim period has ended,
+    /// gives back the memory of the buffers that stayed idle in the shared pool through all of it. Returns the
+    /// bytes given back (0 if no period ended, or without `idle_trim_after`).
+    ///
+    /// The pool makes this check itself on its slow paths; call this from a timer of your own when the pool
+    /// may go quiet (no thread of the pool's own does).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let pool = pagepool::PagePool::builder()
+    ///     .capacity(64)
+    ///     .thread_cache(0)
+    ///     .idle_trim_after(Duration::from_millis(10))
+    ///     .build()
+    ///     .unwrap();
+    /// let bufs: Vec<_> = (0..64).map(|_| pool.acquire().unwrap()).collect();
+    /// drop(bufs);
+    /// std::thread::sleep(Duration::from_millis(20));
+    /// pool.trim_idle(); // ends the period in which the buffers were busy
+    /// std::thread::sleep(Duration::from_millis(20));
+    /// // All 64 stayed idle through the next period: their memory goes back to the OS.
+    /// assert_eq!(pool.trim_idle(), 64 * pool.buf_size());
+    /// ```
+    pub fn trim_idle(&self) -> usize {
+        let inner = self.inner();
+        match &inner.mem.idle {
+            Some(t) => t
+                .tick(inner.shared_idle())
+                .map_or(0, |n| inner.trim_shared(n, "idle")),
+            None => 0,
+        }
     }
 
     /// A snapshot of the pool's counters and gauges. See [`PoolStats`] for when the fields add up.
@@ -446,6 +596,9 @@ impl PagePool {
             os_errors,
             chunks: inner.arena.mapped_chunks(),
             mapped_bytes: inner.arena.mapped_bytes() + inner.overflow.mapped_bytes(),
+            locked_bytes: inner.mem.locked_bytes(),
+            poison_violations: inner.mem.poison_violations.load(Relaxed),
+            trimmed_bytes: inner.mem.trimmed_bytes.load(Relaxed),
         }
     }
 

@@ -110,4 +110,14 @@ pub struct PoolStats {
     pub chunks: usize,
     /// Bytes currently mapped by the pool: pooled chunks plus overflow buffers (including alignment slack).
     pub mapped_bytes: usize,
+    /// Bytes locked in RAM by [`lock_memory`](crate::PoolBuilder::lock_memory): pooled chunks mapped so far and
+    /// overflow buffers out. Below `mapped_bytes` under [`LockPolicy::BestEffort`](crate::LockPolicy) when the
+    /// limit was reached.
+    pub locked_bytes: usize,
+    /// Released buffers found modified on their next acquire by
+    /// [`poison_on_release`](crate::PoolBuilder::poison_on_release): writes after release.
+    pub poison_violations: u64,
+    /// Bytes of idle pooled memory given back to the OS by [`trim`](crate::PagePool::trim) and idle trimming
+    /// so far (memory trimmed twice counts twice).
+    pub trimmed_bytes: u64,
 }

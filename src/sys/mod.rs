@@ -26,6 +26,7 @@ mod imp;
 pub(crate) use imp::Mapping;
 
 use std::io;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
@@ -74,6 +75,13 @@ pub(crate) fn align_slack(align: usize) -> usize {
 /// `len` must be a non-zero multiple of the page size and `align` a power of two at least the page size; the
 /// callers validate both (see `config.rs`). With `populate`, every page is faulted in before returning.
 pub(crate) fn map(len: usize, align: usize, populate: bool) -> io::Result<Mapping> {
+    map_with(len, align, populate, false)
+}
+
+/// [`map`], with `hugetlb` asking for explicit huge pages (`MAP_HUGETLB`, Linux only): `len` and `align` must
+/// then be multiples of [`HUGE_PAGE`], and the call fails with `ENOMEM` when the kernel has no free huge pages
+/// reserved (`vm.nr_hugepages`).
+pub(crate) fn map_with(len: usize, align: usize, populate: bool, hugetlb: bool) -> io::Result<Mapping> {
     debug_assert!(len > 0 && len % page_size() == 0);
     debug_assert!(align.is_power_of_two() && align >= page_size());
     #[cfg(all(test, not(loom)))]
@@ -88,10 +96,92 @@ pub(crate) fn map(len: usize, align: usize, populate: bool) -> io::Result<Mappin
                 "mapping size exceeds isize::MAX",
             )
         })?;
-    let m = imp::map(reserve, len, align, populate)?;
+    let m = if hugetlb {
+        // Huge-page mappings are aligned to the huge page size by the kernel: no slack.
+        debug_assert!(len % HUGE_PAGE == 0 && align <= HUGE_PAGE);
+        imp::map_hugetlb(len, populate)?
+    } else {
+        imp::map(reserve, len, align, populate)?
+    };
     #[cfg(all(test, not(loom)))]
     fault::mapped();
     Ok(m)
+}
+
+/// The huge page size the pool aligns chunks to for [`HugePages`](crate::HugePages): 2 MiB, the PMD size of
+/// x86_64 and of aarch64 with 4 KiB pages.
+pub(crate) const HUGE_PAGE: usize = 2 << 20;
+
+/// A hint or protection applied to a range of a live mapping with [`advise`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Advice {
+    /// Leave the range out of core dumps (`MADV_DONTDUMP`).
+    DontDump,
+    /// Do not map the range into a forked child at all (`MADV_DONTFORK`).
+    DontFork,
+    /// A forked child sees the range zero-filled (`MADV_WIPEONFORK`).
+    WipeOnFork,
+    /// Back the range with transparent huge pages where possible (`MADV_HUGEPAGE`).
+    HugePage,
+}
+
+/// True if [`advise`] can apply `advice` on this platform (checked at build, so an unsupported setting is a
+/// `ConfigError` rather than a failure at the first acquire).
+pub(crate) fn supports(advice: Advice) -> bool {
+    imp::supports(advice)
+}
+
+/// Applies `advice` to `[ptr, ptr + len)`, a page-aligned range of a live mapping the caller owns.
+pub(crate) fn advise(ptr: NonNull<u8>, len: usize, advice: Advice) -> io::Result<()> {
+    #[cfg(all(test, not(loom)))]
+    fault::check_call()?;
+    imp::advise(ptr, len, advice)
+}
+
+/// Gives the physical pages of `[ptr, ptr + len)` back to the OS while keeping the range mapped: later reads
+/// see zeros and touching it faults in fresh pages (`MADV_DONTNEED`; on Windows `MEM_DECOMMIT` then
+/// `MEM_COMMIT` again). The caller owns the range and no one reads it meanwhile.
+pub(crate) fn discard(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    #[cfg(all(test, not(loom)))]
+    fault::check_call()?;
+    imp::discard(ptr, len)
+}
+
+/// Locks `[ptr, ptr + len)` in RAM (`mlock`, `VirtualLock`), faulting it in. Unlocked by the unmap.
+pub(crate) fn lock(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    #[cfg(all(test, not(loom)))]
+    fault::check_call()?;
+    imp::lock(ptr, len)
+}
+
+/// Makes `[ptr, ptr + len)` inaccessible (`PROT_NONE`, `PAGE_NOACCESS`): any access faults. Guard pages.
+pub(crate) fn protect_none(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    #[cfg(all(test, not(loom)))]
+    fault::check_call()?;
+    imp::protect_none(ptr, len)
+}
+
+/// The soft `RLIMIT_MEMLOCK` in bytes, `None` if unlimited or unknown (Windows bounds locking by the working
+/// set instead, which is only known when `VirtualLock` fails).
+pub(crate) fn memlock_limit() -> Option<usize> {
+    imp::memlock_limit()
+}
+
+/// True if the process may lock memory past [`memlock_limit`] (`CAP_IPC_LOCK` in its effective set on Linux).
+pub(crate) fn lock_exempt() -> bool {
+    imp::lock_exempt()
+}
+
+/// The most mappings (VMAs) a process may have (`vm.max_map_count`), `None` where there is no such limit or it
+/// cannot be read.
+pub(crate) fn max_map_count() -> Option<usize> {
+    imp::max_map_count()
+}
+
+/// Faults in every page of `[ptr, ptr + len)`, a fresh range the caller owns (for `prealloc` when the mapping
+/// could not be populated at `map` time, e.g. because advice had to come first).
+pub(crate) fn populate(ptr: NonNull<u8>, len: usize) {
+    imp::touch(ptr, len)
 }
 
 /// Marks `[ptr, ptr + len)` as off limits for AddressSanitizer (idle pooled memory), so a use after release is
@@ -140,6 +230,33 @@ pub(crate) mod fault {
         static MAP_PLAN: Cell<Option<(u64, i32)>> = const { Cell::new(None) };
         static MAP_CALLS: Cell<u64> = const { Cell::new(0) };
         static LIVE: Cell<i64> = const { Cell::new(0) };
+        static CALL_PLAN: Cell<Option<(u64, i32)>> = const { Cell::new(None) };
+        static CALLS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// From now on, the `n`th (0-based) call of `advise`, `discard`, `lock` or `protect_none` on this thread
+    /// fails with `errno`; counting restarts.
+    pub(crate) fn fail_call_at(n: u64, errno: i32) {
+        CALL_PLAN.with(|p| p.set(Some((n, errno))));
+        CALLS.with(|c| c.set(0));
+    }
+
+    /// Stops injecting failures into those calls and returns how many were made since the plan was set.
+    pub(crate) fn clear_calls() -> u64 {
+        CALL_PLAN.with(|p| p.set(None));
+        CALLS.with(|c| c.replace(0))
+    }
+
+    pub(super) fn check_call() -> io::Result<()> {
+        let n = CALLS.with(|c| {
+            let n = c.get();
+            c.set(n + 1);
+            n
+        });
+        match CALL_PLAN.with(|p| p.get()) {
+            Some((at, errno)) if at == n => Err(io::Error::from_raw_os_error(errno)),
+            _ => Ok(()),
+        }
     }
 
     /// Mappings made minus mappings dropped on this thread since it started.

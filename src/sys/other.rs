@@ -18,9 +18,6 @@ impl Mapping {
     pub(crate) fn ptr(&self) -> NonNull<u8> {
         match self.never {}
     }
-    pub(crate) fn len(&self) -> usize {
-        match self.never {}
-    }
     pub(crate) fn reserved(&self) -> usize {
         match self.never {}
     }
@@ -37,3 +34,48 @@ pub(crate) fn map(
         "pagepool has no virtual-memory backend for this target",
     ))
 }
+
+fn unsupported() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "pagepool has no virtual-memory backend for this target",
+    )
+}
+
+pub(crate) fn map_hugetlb(_len: usize, _populate: bool) -> io::Result<Mapping> {
+    Err(unsupported())
+}
+
+pub(crate) fn supports(_advice: super::Advice) -> bool {
+    false
+}
+
+pub(crate) fn advise(_ptr: NonNull<u8>, _len: usize, _advice: super::Advice) -> io::Result<()> {
+    Err(unsupported())
+}
+
+pub(crate) fn discard(_ptr: NonNull<u8>, _len: usize) -> io::Result<()> {
+    Err(unsupported())
+}
+
+pub(crate) fn lock(_ptr: NonNull<u8>, _len: usize) -> io::Result<()> {
+    Err(unsupported())
+}
+
+pub(crate) fn protect_none(_ptr: NonNull<u8>, _len: usize) -> io::Result<()> {
+    Err(unsupported())
+}
+
+pub(crate) fn memlock_limit() -> Option<usize> {
+    None
+}
+
+pub(crate) fn lock_exempt() -> bool {
+    false
+}
+
+pub(crate) fn max_map_count() -> Option<usize> {
+    None
+}
+
+pub(crate) fn touch(_ptr: NonNull<u8>, _len: usize) {}

@@ -37,9 +37,6 @@ impl Mapping {
     pub(crate) fn ptr(&self) -> NonNull<u8> {
         self.ptr
     }
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
     pub(crate) fn reserved(&self) -> usize {
         self.reserved
     }
@@ -96,8 +93,129 @@ pub(crate) fn map(reserve: usize, len: usize, align: usize, populate: bool) -> i
     })
 }
 
+/// Maps `len` bytes (a multiple of the huge page size) backed by explicit huge pages (`MAP_HUGETLB`).
+#[cfg(target_os = "linux")]
+pub(crate) fn map_hugetlb(len: usize, populate: bool) -> io::Result<Mapping> {
+    let mut opts = memmap2::MmapOptions::new();
+    opts.len(len).huge(None);
+    if populate {
+        opts.populate();
+    }
+    let mut map = opts.map_anon()?;
+    let ptr = NonNull::new(map.as_mut_ptr()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+    Ok(Mapping {
+        _map: map,
+        ptr,
+        len,
+        reserved: len,
+        offset: 0,
+    })
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn map_hugetlb(_len: usize, _populate: bool) -> io::Result<Mapping> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "explicit huge pages (MAP_HUGETLB) are Linux-only",
+    ))
+}
+
+pub(crate) fn supports(advice: super::Advice) -> bool {
+    let _ = advice;
+    cfg!(target_os = "linux")
+}
+
+pub(crate) fn advise(ptr: NonNull<u8>, len: usize, advice: super::Advice) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use super::Advice::*;
+        let flag = match advice {
+            DontDump => libc::MADV_DONTDUMP,
+            DontFork => libc::MADV_DONTFORK,
+            WipeOnFork => libc::MADV_WIPEONFORK,
+            HugePage => libc::MADV_HUGEPAGE,
+        };
+        // SAFETY: the caller passes a page-aligned range inside a live mapping it owns; these advice values only
+        // change how the kernel treats the range (dumps, fork, huge pages), never its contents.
+        check(unsafe { libc::madvise(ptr.as_ptr().cast(), len, flag) })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (ptr, len);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("{advice:?} is Linux-only"),
+        ))
+    }
+}
+
+pub(crate) fn discard(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: the caller owns the page-aligned range inside a live private anonymous mapping and nobody reads it
+    // until it is handed out again; MADV_DONTNEED drops its pages, which then read back as zeros.
+    check(unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTNEED) })
+}
+
+pub(crate) fn lock(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: the range lies inside a live mapping the caller owns; mlock changes residency only.
+    check(unsafe { libc::mlock(ptr.as_ptr().cast(), len) })
+}
+
+pub(crate) fn protect_none(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: the page-aligned range lies inside a live mapping the caller owns and never hands out (guard
+    // pages); no reference to it exists.
+    check(unsafe { libc::mprotect(ptr.as_ptr().cast(), len, libc::PROT_NONE) })
+}
+
+pub(crate) fn memlock_limit() -> Option<usize> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes only the rlimit struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    usize::try_from(lim.rlim_cur).ok()
+}
+
+pub(crate) fn lock_exempt() -> bool {
+    // CAP_IPC_LOCK is capability 14; /proc/self/status gives the effective set as hex.
+    #[cfg(target_os = "linux")]
+    {
+        const CAP_IPC_LOCK: u32 = 14;
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapEff:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
+pub(crate) fn max_map_count() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Faults in every page of `[ptr, ptr + len)` by writing a zero to it (the memory is fresh and already zero).
-fn touch(ptr: NonNull<u8>, len: usize) {
+pub(crate) fn touch(ptr: NonNull<u8>, len: usize) {
     let page = super::page_size();
     let mut off = 0;
     while off < len {

@@ -23,7 +23,8 @@ use std::io;
 use std::ptr::{self, NonNull};
 
 use windows_sys::Win32::System::Memory::{
-    VirtualAlloc, VirtualFree, MEM_COMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_NOACCESS, PAGE_READWRITE,
+    VirtualAlloc, VirtualFree, VirtualLock, VirtualProtect, MEM_COMMIT, MEM_DECOMMIT, MEM_RELEASE,
+    MEM_RESERVE, PAGE_NOACCESS, PAGE_PROTECTION_FLAGS, PAGE_READWRITE,
 };
 use windows_sys::Win32::System::SystemInformation::{GetSystemInfo, SYSTEM_INFO};
 
@@ -71,9 +72,6 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     pub(crate) fn ptr(&self) -> NonNull<u8> {
         self.ptr
-    }
-    pub(crate) fn len(&self) -> usize {
-        self.len
     }
     pub(crate) fn reserved(&self) -> usize {
         self.reserved
@@ -155,8 +153,74 @@ pub(crate) fn map(reserve: usize, len: usize, align: usize, populate: bool) -> i
     })
 }
 
+/// Explicit huge pages (`MEM_LARGE_PAGES`) need `SeLockMemoryPrivilege`; not offered on Windows.
+pub(crate) fn map_hugetlb(_len: usize, _populate: bool) -> io::Result<Mapping> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "explicit huge pages are not supported on Windows",
+    ))
+}
+
+/// None of the advice has a Windows equivalent (no core-dump exclusion, no fork, no transparent huge pages).
+pub(crate) fn supports(_advice: super::Advice) -> bool {
+    false
+}
+
+pub(crate) fn advise(_ptr: NonNull<u8>, _len: usize, advice: super::Advice) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("{advice:?} has no Windows equivalent"),
+    ))
+}
+
+pub(crate) fn discard(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: the caller owns the page-aligned range, which lies inside a committed region of our own
+    // reservation, and nobody reads it until it is handed out again. Decommitting frees its pages.
+    if unsafe { VirtualFree(ptr.as_ptr().cast(), len, MEM_DECOMMIT) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the same range of our own reservation, now reserved but uncommitted: commit it again so the
+    // freelist keeps naming usable memory. Fresh commits read as zeros and take no memory until touched.
+    let p = unsafe { VirtualAlloc(ptr.as_ptr().cast(), len, MEM_COMMIT, PAGE_READWRITE) };
+    if p.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub(crate) fn lock(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: the range is committed memory of a reservation the caller owns; VirtualLock changes residency only.
+    if unsafe { VirtualLock(ptr.as_ptr().cast(), len) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub(crate) fn protect_none(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    let mut old: PAGE_PROTECTION_FLAGS = 0;
+    // SAFETY: the range is committed memory of a reservation the caller owns and never hands out (guard pages);
+    // `old` is a valid place for the previous protection.
+    if unsafe { VirtualProtect(ptr.as_ptr().cast(), len, PAGE_NOACCESS, &mut old) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Windows bounds locked pages by the process working-set size, known only when `VirtualLock` fails.
+pub(crate) fn memlock_limit() -> Option<usize> {
+    None
+}
+
+pub(crate) fn lock_exempt() -> bool {
+    false
+}
+
+pub(crate) fn max_map_count() -> Option<usize> {
+    None
+}
+
 /// Faults in every page of `[ptr, ptr + len)` by writing a zero to it (the memory is fresh and already zero).
-fn touch(ptr: NonNull<u8>, len: usize) {
+pub(crate) fn touch(ptr: NonNull<u8>, len: usize) {
     let page = super::page_size();
     let mut off = 0;
     while off < len {

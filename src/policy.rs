@@ -1,0 +1,265 @@
+//! Memory policy: what the pool does to fresh memory (advice, guard pages, locking), to released buffers
+//! (zeroing, poisoning), and to idle memory (trimming).
+//!
+//! Everything here is decided once at build from the [`PoolBuilder`] and read-only afterwards, except the
+//! counters. The release and acquire paths test one byte, [`MemPolicy::scrub`], and stay untouched when no
+//! scrubbing is asked for.
+
+use crate::config::{ForkPolicy, HugePages, LockPolicy, PoolBuilder};
+// Plain std atomics: these are statistics and a trimming clock, not part of any protocol the loom models check.
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use crate::sys::{self, Advice};
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+/// `MemPolicy::scrub` bit: zero released buffers.
+pub(crate) const SCRUB_ZERO: u8 = 1;
+/// `MemPolicy::scrub` bit: fill released pooled buffers with [`POISON`] and check it on acquire.
+pub(crate) const SCRUB_POISON: u8 = 2;
+
+/// The poison pattern, one 64-bit word repeated (every buffer is page-aligned and a page multiple).
+const POISON: u64 = 0xDEAD_F00D_DEAD_F00D;
+
+/// Where a fresh region's buffers lie: the region starts with `lead` bytes (a guard, or nothing), then `slots`
+/// slots of `stride` bytes, each a buffer of `buf_size` bytes followed by `stride - buf_size` bytes of gap.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Region {
+    pub(crate) start: NonNull<u8>,
+    pub(crate) len: usize,
+    pub(crate) lead: usize,
+    pub(crate) slots: usize,
+    pub(crate) stride: usize,
+    pub(crate) buf_size: usize,
+    /// A pooled chunk (huge-page advice applies) rather than an overflow buffer (normal pages always).
+    pub(crate) chunk: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct MemPolicy {
+    /// `SCRUB_ZERO | SCRUB_POISON` as configured.
+    pub(crate) scrub: u8,
+    pub(crate) lock: LockPolicy,
+    dont_dump: bool,
+    fork: ForkPolicy,
+    pub(crate) huge: HugePages,
+    pub(crate) guard: bool,
+    /// Bytes locked now (chunks, plus overflow buffers out).
+    locked_bytes: AtomicUsize,
+    /// Whether `BestEffort` already warned that it could not lock everything.
+    lock_warned: AtomicBool,
+    /// Poison mismatches found on acquire.
+    pub(crate) poison_violations: AtomicU64,
+    /// Bytes given back to the OS by trimming (repeats counted).
+    pub(crate) trimmed_bytes: AtomicU64,
+    /// Idle trimming, if asked for.
+    pub(crate) idle: Option<IdleTrim>,
+}
+
+impl MemPolicy {
+    pub(crate) fn new(b: &PoolBuilder) -> Self {
+        let scrub = (if b.zero_on_release { SCRUB_ZERO } else { 0 })
+            | (if b.poison_on_release { SCRUB_POISON } else { 0 });
+        MemPolicy {
+            scrub,
+            lock: b.lock_memory,
+            dont_dump: b.dont_dump,
+            fork: b.on_fork,
+            huge: b.huge_pages,
+            guard: b.guard_pages,
+            locked_bytes: AtomicUsize::new(0),
+            lock_warned: AtomicBool::new(false),
+            poison_violations: AtomicU64::new(0),
+            trimmed_bytes: AtomicU64::new(0),
+            idle: b.idle_trim_after.map(IdleTrim::new),
+        }
+    }
+
+    pub(crate) fn locked_bytes(&self) -> usize {
+        self.locked_bytes.load(Relaxed)
+    }
+
+    /// Whether mapping must be done without `MAP_POPULATE` because advice has to come before the first touch.
+    pub(crate) fn advise_before_touch(&self) -> bool {
+        self.huge == HugePages::Transparent || self.guard
+    }
+
+    /// Applies the policy to a fresh mapping nobody else sees yet: huge-page advice, guard pages, dump and fork
+    /// advice, then locking. Returns the bytes locked (to give back with [`unlocked`](Self::unlocked) when the
+    /// region is unmapped before the pool). On error the caller unmaps the region; nothing is counted.
+    pub(crate) fn prepare(&self, r: Region) -> io::Result<usize> {
+        if r.chunk && self.huge == HugePages::Transparent {
+            sys::advise(r.start, r.len, Advice::HugePage)?;
+        }
+        if self.guard {
+            if r.lead > 0 {
+                sys::protect_none(r.start, r.lead)?;
+            }
+            let gap = r.stride - r.buf_size;
+            for i in 0..r.slots {
+                let at = r.lead + i * r.stride + r.buf_size;
+                // SAFETY: `at + gap <= lead + slots * stride <= len`: the gap lies inside the region.
+                let p = unsafe { NonNull::new_unchecked(r.start.as_ptr().add(at)) };
+                sys::protect_none(p, gap)?;
+            }
+        }
+        if self.dont_dump {
+            sys::advise(r.start, r.len, Advice::DontDump)?;
+        }
+        match self.fork {
+            ForkPolicy::Inherit => {}
+            ForkPolicy::DontFork => sys::advise(r.start, r.len, Advice::DontFork)?,
+            ForkPolicy::WipeOnFork => sys::advise(r.start, r.len, Advice::WipeOnFork)?,
+        }
+        let locked = match self.lock {
+            LockPolicy::Off => 0,
+            LockPolicy::Required => {
+                sys::lock(r.start, r.len)?;
+                r.len
+            }
+            LockPolicy::BestEffort => self.lock_best_effort(r.start, r.len),
+        };
+        self.locked_bytes.fetch_add(locked, Relaxed);
+        Ok(locked)
+    }
+
+    /// Locks `[start, start + len)`, or the longest prefix that still fits under `RLIMIT_MEMLOCK`, or nothing;
+    /// warns once per pool when it falls short.
+    fn lock_best_effort(&self, start: NonNull<u8>, len: usize) -> usize {
+        let err = match sys::lock(start, len) {
+            Ok(()) => return len,
+            Err(e) => e,
+        };
+        let page = sys::page_size();
+        let fit = sys::memlock_limit()
+            .map_or(0, |limit| limit.saturating_sub(self.locked_bytes()))
+            .min(len)
+            / page
+            * page;
+        let locked = if fit > 0 && sys::lock(start, fit).is_ok() {
+            fit
+        } else {
+            0
+        };
+        if !self.lock_warned.swap(true, Relaxed) {
+            tracing::warn!(
+                target: "pagepool",
+                asked = len,
+                locked,
+                limit = sys::memlock_limit(),
+                error = %err,
+                "lock_memory(BestEffort): could not lock all pool memory; the rest may be swapped out"
+            );
+        }
+        locked
+    }
+
+    /// Gives back the lock accounting of a region being unmapped.
+    pub(crate) fn unlocked(&self, bytes: usize) {
+        if bytes > 0 {
+            self.locked_bytes.fetch_sub(bytes, Relaxed);
+        }
+    }
+
+    /// Scrubs a pooled buffer being released (called only when `scrub != 0`).
+    #[cold]
+    pub(crate) fn on_release(&self, ptr: NonNull<u8>, len: usize) {
+        if self.scrub & SCRUB_POISON != 0 {
+            fill(ptr, len, POISON);
+        } else {
+            fill(ptr, len, 0);
+        }
+    }
+
+    /// Checks and prepares a pooled buffer being handed out (called only when `scrub != 0`).
+    #[cold]
+    pub(crate) fn on_acquire(&self, ptr: NonNull<u8>, len: usize, slot: u32) {
+        if self.scrub & SCRUB_POISON == 0 {
+            return;
+        }
+        if let Some(offset) = poison_mismatch(ptr, len) {
+            self.poison_violations.fetch_add(1, Relaxed);
+            tracing::error!(
+                target: "pagepool",
+                slot,
+                offset,
+                "write after release: a released buffer was modified before it was handed out again"
+            );
+        }
+        if self.scrub & SCRUB_ZERO != 0 {
+            fill(ptr, len, 0);
+        }
+    }
+
+    pub(crate) fn trimmed(&self, bytes: usize) {
+        self.trimmed_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+}
+
+/// Overwrites `[ptr, ptr + len)` with `word` repeated, with volatile stores the compiler cannot drop even though
+/// nothing in this program reads the bytes afterwards.
+pub(crate) fn fill(ptr: NonNull<u8>, len: usize, word: u64) {
+    debug_assert!(ptr.as_ptr() as usize % 8 == 0 && len % 8 == 0);
+    let p = ptr.as_ptr().cast::<u64>();
+    for i in 0..len / 8 {
+        // SAFETY: the caller owns `[ptr, ptr + len)`, which is mapped and writable; `ptr` is page-aligned and
+        // `len` a page multiple, so every `u64` store is aligned and in bounds.
+        unsafe { p.add(i).write_volatile(word) };
+    }
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The byte offset of the first word of `[ptr, ptr + len)` that is not the poison pattern, unless the whole
+/// buffer is zero (fresh from the OS or trimmed); `None` if the buffer is intact.
+fn poison_mismatch(ptr: NonNull<u8>, len: usize) -> Option<usize> {
+    let p = ptr.as_ptr().cast::<u64>();
+    // SAFETY: as in `fill`: the caller owns the aligned, mapped, initialised range.
+    let word = |i: usize| unsafe { p.add(i).read_volatile() };
+    let first = (0..len / 8).find(|&i| word(i) != POISON)?;
+    if word(first) == 0 && (0..len / 8).all(|i| word(i) == 0) {
+        return None;
+    }
+    Some(first * 8)
+}
+
+/// Idle trimming: the fewest buffers idle in the shared pool (freelist and depot) during each period are the
+/// ones nobody needed for the whole period; at the period's end that many are given back to the OS.
+#[derive(Debug)]
+pub(crate) struct IdleTrim {
+    period_ms: u64,
+    created: Instant,
+    /// Start of the current period, in milliseconds since `created`.
+    period_start: AtomicU64,
+    /// The fewest shared idle buffers seen in the current period.
+    low: AtomicUsize,
+}
+
+impl IdleTrim {
+    fn new(after: Duration) -> Self {
+        IdleTrim {
+            period_ms: after.as_millis().clamp(1, u64::MAX as u128) as u64,
+            created: Instant::now(),
+            period_start: AtomicU64::new(0),
+            low: AtomicUsize::new(usize::MAX),
+        }
+    }
+
+    /// Records `idle` shared buffers now. Returns how many to trim if a period just ended (only one caller per
+    /// period gets `Some`).
+    pub(crate) fn tick(&self, idle: usize) -> Option<usize> {
+        let low = self.low.fetch_min(idle, Relaxed).min(idle);
+        let now = self.created.elapsed().as_millis() as u64;
+        let start = self.period_start.load(Relaxed);
+        if now.saturating_sub(start) < self.period_ms
+            || self
+                .period_start
+                .compare_exchange(start, now, Relaxed, Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        self.low.store(idle, Relaxed);
+        Some(low)
+    }
+}
