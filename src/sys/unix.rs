@@ -179,11 +179,13 @@ pub(crate) fn memlock_limit() -> Option<usize> {
 }
 
 pub(crate) fn lock_exempt() -> bool {
-    // CAP_IPC_LOCK is capability 14; /proc/self/status gives the effective set as hex.
+    // CAP_IPC_LOCK is capability 14; the status file gives the effective set as hex. Capabilities are per
+    // thread, and mlock checks the calling thread's: read this thread's (Linux 3.17+), else the process's.
     #[cfg(target_os = "linux")]
     {
         const CAP_IPC_LOCK: u32 = 14;
-        std::fs::read_to_string("/proc/self/status")
+        std::fs::read_to_string("/proc/thread-self/status")
+            .or_else(|_| std::fs::read_to_string("/proc/self/status"))
             .ok()
             .and_then(|s| {
                 s.lines()
