@@ -355,7 +355,11 @@ impl PoolBuilder {
         let chunk_shift = slots_per_chunk.trailing_zeros();
         let chunks = self.capacity.div_ceil(slots_per_chunk);
         let chunk_round = if huge { sys::HUGE_PAGE } else { page_size };
-        let chunk_align = if huge { align.max(sys::HUGE_PAGE) } else { align };
+        let chunk_align = if huge {
+            align.max(sys::HUGE_PAGE)
+        } else {
+            align
+        };
         if self.guard_pages {
             // Each guard splits the chunk's mapping: one VMA per buffer, one per guard.
             let needed = 2 * self.capacity + chunks;

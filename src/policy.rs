@@ -7,11 +7,11 @@
 
 use crate::config::{ForkPolicy, HugePages, LockPolicy, PoolBuilder};
 // Plain std atomics: these are statistics and a trimming clock, not part of any protocol the loom models check.
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use crate::sys::{self, Advice};
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant};
 
 /// `MemPolicy::scrub` bit: zero released buffers.
@@ -112,28 +112,49 @@ impl MemPolicy {
             ForkPolicy::DontFork => sys::advise(r.start, r.len, Advice::DontFork)?,
             ForkPolicy::WipeOnFork => sys::advise(r.start, r.len, Advice::WipeOnFork)?,
         }
-        let locked = match self.lock {
-            LockPolicy::Off => 0,
-            LockPolicy::Required => {
-                sys::lock(r.start, r.len)?;
-                r.len
-            }
-            LockPolicy::BestEffort => self.lock_best_effort(r.start, r.len),
+        if self.lock == LockPolicy::Off {
+            return Ok(0);
+        }
+        // mlock fails on inaccessible pages, so with guard pages each buffer is locked on its own (and the
+        // guards, never touched, take no memory).
+        let (ranges, each) = if self.guard {
+            (r.slots, r.buf_size)
+        } else {
+            (1, r.len)
         };
+        let mut locked = 0;
+        for i in 0..ranges {
+            let at = if self.guard { r.lead + i * r.stride } else { 0 };
+            // SAFETY: `at + each <= len`: the range lies inside the region.
+            let p = unsafe { NonNull::new_unchecked(r.start.as_ptr().add(at)) };
+            if self.lock == LockPolicy::Required {
+                sys::lock(p, each)?;
+                locked += each;
+            } else {
+                let got = self.lock_best_effort(p, each, locked);
+                locked += got;
+                if got < each {
+                    break;
+                }
+            }
+        }
         self.locked_bytes.fetch_add(locked, Relaxed);
         Ok(locked)
     }
 
-    /// Locks `[start, start + len)`, or the longest prefix that still fits under `RLIMIT_MEMLOCK`, or nothing;
-    /// warns once per pool when it falls short.
-    fn lock_best_effort(&self, start: NonNull<u8>, len: usize) -> usize {
+    /// Locks `[start, start + len)`, or the longest prefix that still fits under `RLIMIT_MEMLOCK` (with
+    /// `pending` bytes of this region already locked but not yet counted), or nothing; warns once per pool when
+    /// it falls short.
+    fn lock_best_effort(&self, start: NonNull<u8>, len: usize, pending: usize) -> usize {
         let err = match sys::lock(start, len) {
             Ok(()) => return len,
             Err(e) => e,
         };
         let page = sys::page_size();
         let fit = sys::memlock_limit()
-            .map_or(0, |limit| limit.saturating_sub(self.locked_bytes()))
+            .map_or(0, |limit| {
+                limit.saturating_sub(self.locked_bytes() + pending)
+            })
             .min(len)
             / page
             * page;

@@ -185,3 +185,147 @@ fn other_errnos_pass_through() {
     fault::clear();
     assert_eq!(os_errno(&e), Some(1));
 }
+
+/// Every memory-policy call made for a fresh chunk or overflow buffer (guard pages, dump and fork advice,
+/// locking, huge-page advice), failed in turn: each failure surfaces as the typed error with its errno, the
+/// half-prepared mapping is unmapped, lock accounting stays exact, and the pool serves normally afterwards.
+#[test]
+fn fault_injection_walks_every_policy_call() {
+    use crate::{ForkPolicy, HugePages, LockPolicy};
+    type MakePool = Box<dyn Fn() -> PagePool>;
+    let configs: Vec<(&str, MakePool)> = vec![
+        (
+            "secrets",
+            Box::new(|| {
+                PagePool::builder()
+                    .buf_size(page())
+                    .capacity(4)
+                    .thread_cache(0)
+                    .guard_pages(true)
+                    .lock_memory(LockPolicy::Required)
+                    .build()
+                    .unwrap()
+            }),
+        ),
+        #[cfg(target_os = "linux")]
+        (
+            "advice",
+            Box::new(|| {
+                PagePool::builder()
+                    .buf_size(page())
+                    .capacity(4)
+                    .thread_cache(0)
+                    .dont_dump(true)
+                    .on_fork(ForkPolicy::WipeOnFork)
+                    .huge_pages(HugePages::Transparent)
+                    .lock_memory(LockPolicy::BestEffort)
+                    .build()
+                    .unwrap()
+            }),
+        ),
+    ];
+    // Acquires the whole pool plus one overflow buffer under the injection plan; returns the first error and
+    // the number of policy calls made.
+    let run = |pool: &PagePool| -> (Option<AcquireError>, u64) {
+        let mut held = Vec::new();
+        let mut err = None;
+        for _ in 0..pool.capacity() + 2 {
+            match pool.acquire() {
+                Ok(b) => held.push(b),
+                Err(e) => {
+                    err.get_or_insert(e);
+                }
+            }
+        }
+        // One acquire failed at most; top up to capacity + 1 without injection.
+        let calls = fault::clear_calls();
+        while held.len() < pool.capacity() + 1 {
+            held.push(pool.acquire().expect("serves after the failure"));
+        }
+        let s = pool.stats();
+        assert_eq!(s.pooled_buffers, pool.capacity(), "{s:?}");
+        assert!(s.locked_bytes <= s.mapped_bytes, "{s:?}");
+        drop(held);
+        let s = pool.stats();
+        assert_eq!((s.in_use, s.overflow_in_use), (0, 0), "{s:?}");
+        (err, calls)
+    };
+    for (name, make) in &configs {
+        let live0 = fault::live();
+        fault::fail_call_at(u64::MAX, ENOMEM);
+        let pool = make();
+        let (err, calls) = run(&pool);
+        assert!(err.is_none(), "{err:?}");
+        drop(pool);
+        assert_eq!(fault::live(), live0);
+        assert!(calls >= 3, "{name}: {calls} policy calls");
+        println!("{name}: {calls} policy calls, each failed in turn");
+        for n in 0..calls {
+            let pool = make();
+            let locked0 = pool.stats().locked_bytes;
+            fault::fail_call_at(n, ENOMEM);
+            let (err, _) = run(&pool);
+            match (name, err) {
+                // BestEffort swallows a failed lock (it warns instead); every other failure surfaces.
+                (&"advice", None) => {}
+                (_, Some(e)) => assert_eq!(os_errno(&e), Some(ENOMEM), "{name} call {n}: {e}"),
+                (_, None) => panic!("{name} call {n}: the injected failure did not surface"),
+            }
+            // Lock accounting covers exactly the memory still mapped: nothing counted for an unmapped failure.
+            let s = pool.stats();
+            assert!(
+                s.locked_bytes >= locked0 && s.locked_bytes <= s.mapped_bytes,
+                "{s:?}"
+            );
+            drop(pool);
+            assert_eq!(fault::live(), live0, "{name} call {n} leaked a mapping");
+        }
+    }
+}
+
+#[test]
+fn trim_failure_keeps_every_buffer() {
+    let pool = PagePool::builder()
+        .buf_size(page())
+        .capacity(8)
+        .thread_cache(0)
+        .build()
+        .unwrap();
+    let held: Vec<_> = (0..8).map(|_| pool.acquire().unwrap()).collect();
+    drop(held);
+    fault::fail_call_at(0, 22 /* EINVAL */);
+    let given = pool.trim();
+    fault::clear_calls();
+    assert_eq!(given, 0);
+    let s = pool.stats();
+    assert_eq!(
+        (s.idle, s.pooled_buffers, s.trimmed_bytes),
+        (8, 8, 0),
+        "{s:?}"
+    );
+    // A later trim works, and every buffer is still there.
+    assert_eq!(pool.trim(), 8 * page());
+    let held: Vec<_> = (0..8).map(|_| pool.acquire().unwrap()).collect();
+    assert!(held.iter().all(|b| !b.is_overflow()));
+}
+
+#[test]
+fn overflow_buffers_are_zeroed_before_unmap() {
+    for zero in [true, false] {
+        let pool = PagePool::builder()
+            .buf_size(page())
+            .capacity(1)
+            .zero_on_release(zero)
+            .build()
+            .unwrap();
+        let _pooled = pool.acquire().unwrap();
+        let mut o = pool.acquire().unwrap();
+        assert!(o.is_overflow());
+        o.fill(0x5A);
+        fault::watch_unmaps(true);
+        drop(o);
+        let seen = fault::watch_unmaps(false);
+        // With the option the mapping holds only zeros when it is unmapped; without, the secret is still there.
+        assert_eq!(seen, vec![zero]);
+    }
+}

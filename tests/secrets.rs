@@ -60,10 +60,8 @@ fn smaps_of(addr: usize) -> String {
     for line in smaps.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
         if let Some((lo, hi)) = first.split_once('-').filter(|_| !line.ends_with(':')) {
-            if let (Ok(lo), Ok(hi)) = (
-                usize::from_str_radix(lo, 16),
-                usize::from_str_radix(hi, 16),
-            ) {
+            if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
                 if found.is_some() {
                     break;
                 }
@@ -240,7 +238,12 @@ fn guard_pages_fault_on_overrun_and_underrun() {
         .collect();
     assert!(held.last().unwrap().is_overflow());
     let len = held[0].len() as isize;
-    for b in [&held[0], &held[3], &held[held.len() - 2], held.last().unwrap()] {
+    for b in [
+        &held[0],
+        &held[3],
+        &held[held.len() - 2],
+        held.last().unwrap(),
+    ] {
         assert_eq!(addr(b) % page(), 0);
         assert_eq!(poke(b, 0), Ended::Exited(0), "inside the buffer");
         assert_eq!(poke(b, len - 1), Ended::Exited(0), "last byte");
@@ -314,7 +317,11 @@ fn wipe_on_fork_child_sees_zeros() {
 #[cfg(target_os = "linux")]
 #[test]
 fn dont_fork_child_cannot_touch_the_memory() {
-    let pool = builder().capacity(1).on_fork(ForkPolicy::DontFork).build().unwrap();
+    let pool = builder()
+        .capacity(1)
+        .on_fork(ForkPolicy::DontFork)
+        .build()
+        .unwrap();
     let a = pool.acquire().unwrap();
     let o = pool.acquire().unwrap();
     for b in [&a, &o] {
@@ -334,7 +341,9 @@ fn dont_fork_child_cannot_touch_the_memory() {
 #[test]
 fn locked_memory_shows_in_smaps() {
     if !has_cap_ipc_lock() && pagepool::page_size() * 16 > memlock_limit() {
-        println!("SKIPPED: locked_memory_shows_in_smaps: no CAP_IPC_LOCK and RLIMIT_MEMLOCK too low");
+        println!(
+            "SKIPPED: locked_memory_shows_in_smaps: no CAP_IPC_LOCK and RLIMIT_MEMLOCK too low"
+        );
         return;
     }
     let pool = builder()
@@ -387,7 +396,8 @@ fn memlock_limit() -> usize {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes only the struct it is given.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) }, 0);
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+    assert_eq!(rc, 0);
     usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
 }
 
@@ -470,7 +480,11 @@ fn lock_memory_child() {
     assert!(s.locked_bytes < s.mapped_bytes, "{s:?}");
     let b = p.acquire().unwrap();
     let locked_kb = smaps_kb(addr(&b), "Locked");
-    assert_eq!(locked_kb * 1024, s.locked_bytes, "smaps agrees with the pool");
+    assert_eq!(
+        locked_kb * 1024,
+        s.locked_bytes,
+        "smaps agrees with the pool"
+    );
     let warns: Vec<_> = rec
         .events()
         .into_iter()
@@ -502,4 +516,25 @@ fn lock_memory_under_a_low_limit_without_cap_ipc_lock() {
     print!("{stdout}");
     assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("1 passed"), "{stdout}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn guard_pages_and_locking_together_lock_only_the_buffers() {
+    if !has_cap_ipc_lock() && pagepool::page_size() * 64 > memlock_limit() {
+        println!("SKIPPED: guard_pages_and_locking_together_lock_only_the_buffers: RLIMIT_MEMLOCK too low");
+        return;
+    }
+    let pool = builder()
+        .guard_pages(true)
+        .lock_memory(LockPolicy::Required)
+        .build()
+        .unwrap();
+    let b = pool.acquire().unwrap();
+    let s = pool.stats();
+    // mlock refuses inaccessible pages: each buffer is locked on its own, guards stay untouched.
+    assert_eq!(s.locked_bytes, pool.capacity() * pool.buf_size(), "{s:?}");
+    assert!(s.mapped_bytes > s.locked_bytes);
+    assert!(vm_flags(addr(&b)).contains(&"lo".to_owned()));
+    assert_eq!(poke(&b, b.len() as isize), Ended::Signal(libc::SIGSEGV));
 }

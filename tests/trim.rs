@@ -64,7 +64,10 @@ fn trim_after_a_burst_brings_rss_back() {
         mib(given),
     );
     // Overflow memory went back at release; the pooled memory is what trim returns.
-    assert!(released >= before + CAP * BUF * 9 / 10, "pooled memory stays resident until trimmed");
+    assert!(
+        released >= before + CAP * BUF * 9 / 10,
+        "pooled memory stays resident until trimmed"
+    );
     assert_eq!(given, CAP * BUF);
     assert!(
         after as f64 <= before as f64 * 1.05,

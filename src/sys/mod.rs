@@ -81,7 +81,12 @@ pub(crate) fn map(len: usize, align: usize, populate: bool) -> io::Result<Mappin
 /// [`map`], with `hugetlb` asking for explicit huge pages (`MAP_HUGETLB`, Linux only): `len` and `align` must
 /// then be multiples of [`HUGE_PAGE`], and the call fails with `ENOMEM` when the kernel has no free huge pages
 /// reserved (`vm.nr_hugepages`).
-pub(crate) fn map_with(len: usize, align: usize, populate: bool, hugetlb: bool) -> io::Result<Mapping> {
+pub(crate) fn map_with(
+    len: usize,
+    align: usize,
+    populate: bool,
+    hugetlb: bool,
+) -> io::Result<Mapping> {
     debug_assert!(len > 0 && len % page_size() == 0);
     debug_assert!(align.is_power_of_two() && align >= page_size());
     #[cfg(all(test, not(loom)))]
@@ -270,6 +275,29 @@ pub(crate) mod fault {
 
     pub(crate) fn unmapped() {
         LIVE.with(|l| l.set(l.get() - 1));
+    }
+
+    thread_local! {
+        static WATCH: std::cell::RefCell<Option<Vec<bool>>> = const { std::cell::RefCell::new(None) };
+    }
+
+    /// Starts (`true`) or stops recording, for each mapping dropped on this thread, whether its bytes were all
+    /// zero just before the unmap. Returns what was recorded since the last call. Only for mappings without
+    /// inaccessible (guard) pages.
+    pub(crate) fn watch_unmaps(on: bool) -> Vec<bool> {
+        WATCH.with(|w| w.replace(on.then(Vec::new)).unwrap_or_default())
+    }
+
+    /// Called by `Mapping::drop` before the unmap.
+    pub(crate) fn unmapping(ptr: std::ptr::NonNull<u8>, len: usize) {
+        WATCH.with(|w| {
+            if let Some(seen) = w.borrow_mut().as_mut() {
+                // SAFETY: the mapping is still live and readable (the watcher uses no guard pages), and nobody
+                // else refers to it any more: it is being dropped.
+                let bytes = unsafe { std::slice::from_raw_parts(ptr.as_ptr(), len) };
+                seen.push(bytes.iter().all(|&b| b == 0));
+            }
+        });
     }
 
     /// From now on, the `n`th (0-based) `map` call on this thread fails with `errno`; counting restarts.

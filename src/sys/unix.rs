@@ -49,7 +49,10 @@ impl Drop for Mapping {
         let base = self.ptr.as_ptr().wrapping_sub(self.offset);
         super::unpoison(base, self.reserved);
         #[cfg(all(test, not(loom)))]
-        super::fault::unmapped();
+        {
+            super::fault::unmapping(self.ptr, self.len);
+            super::fault::unmapped();
+        }
     }
 }
 
@@ -102,7 +105,8 @@ pub(crate) fn map_hugetlb(len: usize, populate: bool) -> io::Result<Mapping> {
         opts.populate();
     }
     let mut map = opts.map_anon()?;
-    let ptr = NonNull::new(map.as_mut_ptr()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+    let ptr =
+        NonNull::new(map.as_mut_ptr()).ok_or_else(|| io::Error::other("mmap returned null"))?;
     Ok(Mapping {
         _map: map,
         ptr,
@@ -172,7 +176,9 @@ pub(crate) fn memlock_limit() -> Option<usize> {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes only the rlimit struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0
+        || lim.rlim_cur == libc::RLIM_INFINITY
+    {
         return None;
     }
     usize::try_from(lim.rlim_cur).ok()

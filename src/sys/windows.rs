@@ -82,7 +82,10 @@ impl Drop for Mapping {
     fn drop(&mut self) {
         release(self.base);
         #[cfg(all(test, not(loom)))]
-        super::fault::unmapped();
+        {
+            super::fault::unmapping(self.ptr, self.len);
+            super::fault::unmapped();
+        }
     }
 }
 
