@@ -262,3 +262,93 @@ fn granularity_cost_of_8k_buffers() {
         "one 1-slot chunk and 16 overflow buffers"
     );
 }
+
+#[test]
+fn guard_pages_are_no_access_pages() {
+    use windows_sys::Win32::System::Memory::PAGE_NOACCESS;
+    let page = pagepool::page_size();
+    let pool = PagePool::builder()
+        .buf_size(2 * page)
+        .capacity(4)
+        .guard_pages(true)
+        .build()
+        .unwrap();
+    let held: Vec<_> = (0..5).map(|_| pool.acquire().unwrap()).collect();
+    assert!(held[4].is_overflow());
+    for b in &held {
+        let p = b.as_ptr() as usize;
+        assert_committed_rw(p, b.len());
+        for guard in [p - page, p + b.len()] {
+            let r = region(guard);
+            assert_eq!((r.state, r.protect), (MEM_COMMIT, PAGE_NOACCESS), "{r:?}");
+        }
+    }
+}
+
+#[test]
+fn lock_memory_locks_with_virtual_lock() {
+    let pool = PagePool::builder()
+        .capacity(4)
+        .lock_memory(pagepool::LockPolicy::Required)
+        .build()
+        .unwrap();
+    let b = pool.acquire().unwrap();
+    let s = pool.stats();
+    assert_eq!(s.locked_bytes, s.mapped_bytes, "{s:?}");
+    assert_committed_rw(b.as_ptr() as usize, b.len());
+}
+
+#[test]
+fn trim_decommits_and_recommits_idle_buffers() {
+    let pool = PagePool::builder()
+        .buf_size(64 << 10)
+        .capacity(8)
+        .thread_cache(0)
+        .build()
+        .unwrap();
+    let mut held: Vec<_> = (0..8).map(|_| pool.acquire().unwrap()).collect();
+    held.iter_mut().for_each(|b| b.fill(9));
+    let addrs: Vec<_> = held.iter().map(|b| b.as_ptr() as usize).collect();
+    drop(held);
+    assert_eq!(pool.trim(), 8 * (64 << 10));
+    for a in addrs {
+        // Still committed read-write (the freelist stays valid), and the old contents are gone.
+        assert_committed_rw(a, 64 << 10);
+    }
+    let held: Vec<_> = (0..8).map(|_| pool.acquire().unwrap()).collect();
+    assert!(held.iter().all(|b| b.iter().all(|&x| x == 0)));
+}
+
+#[test]
+fn zero_on_release_and_poison_work_on_windows() {
+    let pool = PagePool::builder()
+        .capacity(1)
+        .zero_on_release(true)
+        .poison_on_release(true)
+        .build()
+        .unwrap();
+    let mut b = pool.acquire().unwrap();
+    b.fill(0x5A);
+    drop(b);
+    let b = pool.acquire().unwrap();
+    assert!(b.iter().all(|&x| x == 0));
+    assert_eq!(pool.stats().poison_violations, 0);
+}
+
+#[test]
+fn linux_only_options_are_typed_errors() {
+    use pagepool::{ConfigError, ForkPolicy, HugePages};
+    let b = || PagePool::builder().capacity(1);
+    for built in [
+        b().dont_dump(true).build(),
+        b().on_fork(ForkPolicy::DontFork).build(),
+        b().on_fork(ForkPolicy::WipeOnFork).build(),
+        b().huge_pages(HugePages::Transparent).build(),
+        b().huge_pages(HugePages::Explicit).build(),
+    ] {
+        match built {
+            Err(ConfigError::Unsupported { platform, .. }) => assert_eq!(platform, "windows"),
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
+}
