@@ -191,7 +191,9 @@ fn other_errnos_pass_through() {
 /// half-prepared mapping is unmapped, lock accounting stays exact, and the pool serves normally afterwards.
 #[test]
 fn fault_injection_walks_every_policy_call() {
-    use crate::{ForkPolicy, HugePages, LockPolicy};
+    use crate::LockPolicy;
+    #[cfg(target_os = "linux")]
+    use crate::{ForkPolicy, HugePages};
     type MakePool = Box<dyn Fn() -> PagePool>;
     let configs: Vec<(&str, MakePool)> = vec![
         (

@@ -8,6 +8,12 @@
 //! | [`allocation_granularity`] | page size | `GetSystemInfo().dwAllocationGranularity` (64 KiB) | page size |
 //! | [`map`] | anonymous private `mmap` through memmap2 (`MAP_POPULATE` when asked) | `VirtualAlloc(MEM_RESERVE \| MEM_COMMIT, PAGE_READWRITE)` (pages touched when asked) | `Unsupported` |
 //! | drop of [`Mapping`] | `munmap` of the whole reservation | `VirtualFree(base, 0, MEM_RELEASE)` of the whole reservation | - |
+//! | [`map_with`] `hugetlb` | `MAP_HUGETLB` (Linux) | `Unsupported` | `Unsupported` |
+//! | [`advise`] | `madvise(MADV_DONTDUMP \| MADV_DONTFORK \| MADV_WIPEONFORK \| MADV_HUGEPAGE)` (Linux) | `Unsupported` | `Unsupported` |
+//! | [`discard`] | `madvise(MADV_DONTNEED)` | `VirtualFree(MEM_DECOMMIT)` + `VirtualAlloc(MEM_COMMIT)` | `Unsupported` |
+//! | [`lock`] | `mlock` | `VirtualLock` | `Unsupported` |
+//! | [`protect_none`] | `mprotect(PROT_NONE)` | `VirtualProtect(PAGE_NOACCESS)` | `Unsupported` |
+//! | [`memlock_limit`], [`lock_exempt`] | `getrlimit(RLIMIT_MEMLOCK)`, `CAP_IPC_LOCK` in `/proc/thread-self/status` | none, no | none, no |
 //!
 //! A [`Mapping`] owns its reservation: dropping it returns the pages to the OS. Every reservation starts on an
 //! allocation-granularity boundary, so alignments up to the granularity cost nothing; larger ones are honoured
@@ -15,8 +21,9 @@
 //! space only (never touched, and on Windows never committed, so it costs no RSS or commit charge) and is
 //! released with the rest.
 //!
-//! In unit tests, [`fault`] can make the Nth `map` call on the current thread fail with a chosen errno (a Windows
-//! error code on Windows), so every error path above this layer is exercised against real mappings.
+//! In unit tests, [`fault`] can make the Nth `map` call, or the Nth `advise`/`discard`/`lock`/`protect_none`
+//! call, on the current thread fail with a chosen errno (a Windows error code on Windows), so every error path
+//! above this layer is exercised against real mappings.
 
 #[cfg_attr(unix, path = "unix.rs")]
 #[cfg_attr(windows, path = "windows.rs")]

@@ -14,10 +14,10 @@
 //! Committed pages are charged against the system commit limit at once but get physical memory only when first
 //! touched (they read as zero), so `populate` touches one byte per page.
 //!
-//! Later options go here, not above this layer: locking pages (`VirtualLock`, the counterpart of `mlock`) after
-//! the commit in [`map`]; trimming idle chunks (`VirtualFree(MEM_DECOMMIT)` of a sub-range, then a fresh
-//! `MEM_COMMIT` on reuse, where unix would use `madvise`); guard pages (`VirtualProtect(PAGE_NOACCESS)` or pages
-//! left reserved but uncommitted around a buffer).
+//! The memory options: [`lock`] is `VirtualLock`; [`discard`] (trimming) is `VirtualFree(MEM_DECOMMIT)` of the
+//! range then `MEM_COMMIT` of it again, so the pages go but the freelist keeps naming committed memory;
+//! [`protect_none`] (guard pages) is `VirtualProtect(PAGE_NOACCESS)`. The `madvise` hints have no Windows
+//! equivalent: [`supports`] says no, and the builder refuses them with `ConfigError::Unsupported`.
 
 use std::io;
 use std::ptr::{self, NonNull};
@@ -80,12 +80,11 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        #[cfg(all(test, not(loom)))]
+        super::fault::unmapping(self.ptr, self.len);
         release(self.base);
         #[cfg(all(test, not(loom)))]
-        {
-            super::fault::unmapping(self.ptr, self.len);
-            super::fault::unmapped();
-        }
+        super::fault::unmapped();
     }
 }
 
