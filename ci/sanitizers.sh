@@ -35,7 +35,9 @@ if [ "$what" = asan ] || [ "$what" = all ]; then
     # allocator_may_return_null=1: a failed malloc returns NULL as glibc's does, instead of ASan aborting;
     #   tests/config_errors.rs asks for a 64 GiB freelist on purpose and expects ConfigError::FreelistAlloc.
     # strict_string_checks, detect_stack_use_after_return: stricter than the defaults.
-    export ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=1:strict_string_checks=1:detect_stack_use_after_return=1:abort_on_error=0"
+    # handle_segv=0: tests/secrets.rs expects children that touch a guard page or unmapped memory to die of
+    #   SIGSEGV; ASan's own handler would turn that death into a report and exit code 1.
+    export ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=1:strict_string_checks=1:detect_stack_use_after_return=1:abort_on_error=0:handle_segv=0"
     # --cfg pagepool_asan: the pool poisons idle pooled buffers (src/sys/mod.rs), so a use after release of
     # pooled memory, which stays mapped, is reported too.
     ASAN_RUSTFLAGS="-Zsanitizer=address -Cdebug-assertions --cfg pagepool_asan"
