@@ -92,7 +92,7 @@ fn vm_flags(addr: usize) -> Vec<String> {
         .collect()
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(pagepool_asan)))]
 fn smaps_kb(addr: usize, field: &str) -> usize {
     smaps_of(addr)
         .lines()
