@@ -3,7 +3,7 @@
 //! after every step against a simple model.
 //!
 //! Operations: build a pool (random valid config: buf_size 1-4 pages, capacity 1-64, thread_cache 0..=capacity
-//! or the default, overflow Map/Fail, max_overflow 0-8, prealloc), acquire on worker w, release buffer i on
+//! or the default, overflow Map/Fail, max_overflow 0-8, prealloc; poison on release in debug builds), acquire on worker w, release buffer i on
 //! worker w (any order, any worker: not necessarily the one that acquired it), clone a handle, drop a handle on
 //! worker w, trim on worker w (alone, or followed by every worker's next operation), verify every held buffer.
 //!
@@ -454,7 +454,10 @@ impl Harness {
             .capacity(cfg.capacity)
             .overflow(cfg.overflow)
             .max_overflow(cfg.max_overflow)
-            .prealloc(cfg.prealloc);
+            .prealloc(cfg.prealloc)
+            // Debug test builds poison released buffers: any write after release by the pool's own logic (a slot
+            // handed to two holders, a stamp written after the release) would show in `poison_violations`.
+            .poison_on_release(cfg!(debug_assertions));
         if let Some(c) = cfg.thread_cache {
             b = b.thread_cache(c);
         }
@@ -667,6 +670,7 @@ impl Harness {
             m.cfg
         );
         ensure!(s.idle + s.in_use == s.pooled_buffers, "{s:?}");
+        ensure!(s.poison_violations == 0, "write after release: {s:?}");
         ensure!(
             s.in_use == m.live_pooled,
             "in_use {} != model {}: {s:?}",

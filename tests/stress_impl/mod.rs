@@ -306,6 +306,7 @@ fn shared_pools() -> Vec<Arc<Shared>> {
                 .thread_cache(4)
                 .overflow(OverflowPolicy::Map)
                 .max_overflow(6)
+                .poison_on_release(cfg!(debug_assertions))
                 .build()
                 .unwrap(),
             6,
@@ -696,6 +697,10 @@ pub fn run(ops: u64, threads: usize, seed: u64) -> Report {
         assert_eq!(st.overflow_in_use, 0, "{name}: {st:?}");
         assert_eq!(st.overflow_maps, st.overflow_unmaps, "{name}: {st:?}");
         assert_eq!(st.os_errors, 0, "{name}: {st:?}");
+        assert_eq!(
+            st.poison_violations, 0,
+            "{name}: write after release: {st:?}"
+        );
         assert!(st.pooled_buffers <= st.capacity, "{name}: {st:?}");
         assert_eq!(st.acquires, s.attempts.load(Relaxed), "{name}: {st:?}");
         assert_eq!(st.pool_hits, ok_pooled, "{name}: {st:?}");
