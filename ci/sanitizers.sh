@@ -46,17 +46,16 @@ if [ "$what" = asan ] || [ "$what" = all ]; then
             CARGO_TARGET_DIR=target/asan cargo +nightly test --target "$TARGET" "$@"
     }
     step "ASan: lib unit tests and integration tests"
-    # Skipped: the three tests that count every line of /proc/self/maps (tests/million.rs
-    # one_million_8k_buffers_need_at_most_1000_mappings; tests/overflow.rs map_policy_maps_and_unmaps_exactly
-    # and fail_policy_returns_exhausted_and_changes_nothing_else). Under ASan the heap is ASan's own allocator,
+    # Skipped: the two tests that count every line of /proc/self/maps (tests/million.rs
+    # one_million_8k_buffers_need_at_most_1000_mappings; tests/overflow.rs
+    # overflow_maps_exactly_and_refusals_map_nothing). Under ASan the heap is ASan's own allocator,
     # which maps each size class's region inside one reserved range on first use and never unmaps it, so any
     # heap allocation between two counts (an error's to_string, a Vec of buffers, the freelist) adds lines that
     # are not the pool's. The pool's own mappings are checked by address in this same run (tests/lifetime.rs,
     # tests/thread_cache.rs, tests/mappings.rs, tests/proptest_model.rs); the skipped tests run in .ci/run.
     asan --lib --tests -- \
         --skip one_million_8k_buffers_need_at_most_1000_mappings \
-        --skip map_policy_maps_and_unmaps_exactly \
-        --skip fail_policy_returns_exhausted_and_changes_nothing_else
+        --skip overflow_maps_exactly_and_refusals_map_nothing
     step "ASan: stress test (${PAGEPOOL_STRESS_OPS:-3e5} ops)"
     PAGEPOOL_STRESS_OPS=${PAGEPOOL_STRESS_OPS:-3e5} asan --test stress -- --ignored --nocapture
     step "ASan: a use after release of a pooled buffer must be reported (examples/asan_use_after_release.rs)"

@@ -59,10 +59,10 @@ impl AlignedBuf {
         }
     }
 
-    pub(crate) fn overflow(pool: NonNull<Inner>, b: OverflowBuf, len: usize) -> Self {
+    pub(crate) fn overflow(pool: NonNull<Inner>, b: OverflowBuf) -> Self {
         AlignedBuf {
             ptr: b.ptr,
-            len,
+            len: b.buf_size,
             slot: u32::MAX,
             mapping: Some(Box::new(b)),
             pool,

@@ -95,7 +95,18 @@ pub struct PoolBuilder {
     pub(crate) guard_pages: bool,
     pub(crate) huge_pages: HugePages,
     pub(crate) idle_trim_after: Option<std::time::Duration>,
+    /// Whether `buf_size` was set explicitly (it then names the default size class).
+    pub(crate) buf_size_set: bool,
+    /// Buffer sizes of a multi-size pool, as given (validated at build).
+    pub(crate) size_classes: Option<Vec<usize>>,
+    /// Per-class capacities given with `class_capacity`, in call order.
+    pub(crate) class_capacities: Vec<(usize, usize)>,
+    /// Bounds of a rejected `size_class_ladder`, reported by `build`.
+    pub(crate) bad_ladder: Option<(usize, usize)>,
 }
+
+/// The most size classes one pool accepts.
+pub const MAX_SIZE_CLASSES: usize = 32;
 
 /// The default thread cache holds at most this many slots.
 const DEFAULT_THREAD_CACHE: usize = 64;
@@ -118,6 +129,10 @@ impl Default for PoolBuilder {
             guard_pages: false,
             huge_pages: HugePages::Off,
             idle_trim_after: None,
+            buf_size_set: false,
+            size_classes: None,
+            class_capacities: Vec::new(),
+            bad_ladder: None,
         }
     }
 }
@@ -127,6 +142,56 @@ impl PoolBuilder {
     /// [`build`](Self::build).
     pub fn buf_size(mut self, bytes: usize) -> Self {
         self.buf_size = bytes;
+        self.buf_size_set = true;
+        self
+    }
+
+    /// Serve several buffer sizes from one pool: one size class per entry (each a non-zero multiple of the page
+    /// size, no duplicates, at most [`MAX_SIZE_CLASSES`]). Each class is a pool of its own (its own chunks,
+    /// freelist, thread caches and overflow bound), so memory of one class never fragments another's.
+    ///
+    /// [`PagePool::acquire_len`](crate::PagePool::acquire_len) picks the smallest class that fits;
+    /// [`PagePool::acquire`](crate::PagePool::acquire) uses the default class: `buf_size` if it was set (it must
+    /// then be one of the classes), else the smallest class. Every class has `capacity` buffers unless
+    /// [`class_capacity`](Self::class_capacity) says otherwise; every other setting applies to each class
+    /// (`max_overflow` and `thread_cache` per class).
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = pagepool::PagePool::builder()
+    ///     .size_classes(&[4096, 8192, 16384, 65536, 1 << 20])
+    ///     .capacity(64)
+    ///     .class_capacity(1 << 20, 4)
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pool.acquire_len(5000).unwrap().len(), 8192);
+    /// assert_eq!(pool.acquire().unwrap().len(), 4096);
+    /// assert_eq!(pool.stats().classes.len(), 5);
+    /// ```
+    pub fn size_classes(mut self, sizes: &[usize]) -> Self {
+        self.size_classes = Some(sizes.to_vec());
+        self
+    }
+
+    /// Size classes of every power of two from `min` to `max` bytes inclusive (both powers of two, at least the
+    /// page size); see [`size_classes`](Self::size_classes). A bad bound is reported by `build` as
+    /// [`ConfigError::BadSizeClassLadder`](crate::ConfigError::BadSizeClassLadder).
+    pub fn size_class_ladder(mut self, min: usize, max: usize) -> Self {
+        if min.is_power_of_two() && max.is_power_of_two() && min <= max {
+            let sizes =
+                std::iter::successors(Some(min), |&s| s.checked_mul(2).filter(|&n| n <= max));
+            self.size_classes = Some(sizes.collect());
+            self.bad_ladder = None;
+        } else {
+            self.bad_ladder = Some((min, max));
+        }
+        self
+    }
+
+    /// Capacity of one size class (`size` must be one of the [`size_classes`](Self::size_classes)); the
+    /// others keep `capacity`.
+    pub fn class_capacity(mut self, size: usize, buffers: usize) -> Self {
+        self.class_capacities.push((size, buffers));
         self
     }
 
@@ -403,6 +468,74 @@ impl PoolBuilder {
             chunk_round,
             pooled_bytes: layout_bytes,
         })
+    }
+
+    /// Validates the size-class settings. Returns `(class builders smallest first, index of the default
+    /// class)`, or `None` for a single-size pool.
+    pub(crate) fn class_builders(&self) -> Result<Option<(Vec<PoolBuilder>, usize)>, ConfigError> {
+        if let Some((min, max)) = self.bad_ladder {
+            return Err(ConfigError::BadSizeClassLadder { min, max });
+        }
+        let Some(given) = &self.size_classes else {
+            if let Some(&(size, _)) = self.class_capacities.first() {
+                return Err(ConfigError::UnknownSizeClass {
+                    size,
+                    classes: Vec::new(),
+                });
+            }
+            return Ok(None);
+        };
+        if given.is_empty() || given.len() > MAX_SIZE_CLASSES {
+            return Err(ConfigError::SizeClassCount {
+                count: given.len(),
+                max: MAX_SIZE_CLASSES,
+            });
+        }
+        let mut sizes = given.clone();
+        sizes.sort_unstable();
+        if let Some(w) = sizes.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::DuplicateSizeClass { size: w[0] });
+        }
+        for &(size, _) in &self.class_capacities {
+            if !sizes.contains(&size) {
+                return Err(ConfigError::UnknownSizeClass {
+                    size,
+                    classes: sizes,
+                });
+            }
+        }
+        let default = if self.buf_size_set {
+            sizes
+                .iter()
+                .position(|&s| s == self.buf_size)
+                .ok_or_else(|| ConfigError::BufSizeNotASizeClass {
+                    buf_size: self.buf_size,
+                    classes: sizes.clone(),
+                })?
+        } else {
+            0
+        };
+        let builders = sizes
+            .iter()
+            .map(|&size| {
+                let capacity = self
+                    .class_capacities
+                    .iter()
+                    .rev()
+                    .find(|&&(s, _)| s == size)
+                    .map_or(self.capacity, |&(_, c)| c);
+                PoolBuilder {
+                    buf_size: size,
+                    buf_size_set: true,
+                    capacity,
+                    size_classes: None,
+                    class_capacities: Vec::new(),
+                    bad_ladder: None,
+                    ..self.clone()
+                }
+            })
+            .collect();
+        Ok(Some((builders, default)))
     }
 
     /// Rejects memory options this platform cannot honour, and combinations that make no sense.

@@ -134,6 +134,44 @@ pub enum ConfigError {
         #[source]
         source: io::Error,
     },
+    /// `size_classes` is empty or longer than [`MAX_SIZE_CLASSES`](crate::MAX_SIZE_CLASSES).
+    #[error("size_classes has {count} entries: give between 1 and {max}")]
+    SizeClassCount {
+        /// Entries given.
+        count: usize,
+        /// [`MAX_SIZE_CLASSES`](crate::MAX_SIZE_CLASSES).
+        max: usize,
+    },
+    /// The same size appears twice in `size_classes`.
+    #[error("size class {size} is given twice: list each size once")]
+    DuplicateSizeClass {
+        /// The repeated size.
+        size: usize,
+    },
+    /// `size_class_ladder(min, max)` with a bound that is not a power of two, or `min > max`.
+    #[error("size_class_ladder({min}, {max}): both bounds must be powers of two (at least the page size) with min <= max")]
+    BadSizeClassLadder {
+        /// The given lower bound.
+        min: usize,
+        /// The given upper bound.
+        max: usize,
+    },
+    /// `class_capacity` names a size that is not one of the size classes.
+    #[error("class_capacity for size {size}, which is not a size class (classes: {classes:?})")]
+    UnknownSizeClass {
+        /// The size given to `class_capacity`.
+        size: usize,
+        /// The pool's size classes (empty if none were configured).
+        classes: Vec<usize>,
+    },
+    /// `buf_size` was set but is not one of the size classes (it names the class `acquire()` uses).
+    #[error("buf_size {buf_size} is not one of the size classes {classes:?}: pick one of them as the default, or leave buf_size unset (the smallest class)")]
+    BufSizeNotASizeClass {
+        /// The given buffer size.
+        buf_size: usize,
+        /// The pool's size classes.
+        classes: Vec<usize>,
+    },
     /// `idle_trim_after(Duration::ZERO)`.
     #[error("idle_trim_after is zero: give a period such as 60 s (or leave it unset to trim only on demand)")]
     ZeroIdleTrim,

@@ -52,7 +52,9 @@ mod loom_tests;
 mod tests;
 
 pub use buf::AlignedBuf;
-pub use config::{ForkPolicy, HugePages, LockPolicy, OverflowPolicy, PoolBuilder, MAX_CAPACITY};
+pub use config::{
+    ForkPolicy, HugePages, LockPolicy, OverflowPolicy, PoolBuilder, MAX_CAPACITY, MAX_SIZE_CLASSES,
+};
 pub use error::{AcquireError, ConfigError};
 pub use pool::PagePool;
 pub use stats::PoolStats;

@@ -27,21 +27,20 @@ pub(crate) struct OverflowBuf {
     pub(crate) ptr: NonNull<u8>,
     /// Bytes of the mapping locked by the memory policy (given back on unmap).
     locked: usize,
+    /// Bytes of the buffer.
+    pub(crate) buf_size: usize,
 }
 
 #[derive(Debug)]
 pub(crate) struct Overflow {
     pub(crate) policy: OverflowPolicy,
     pub(crate) max: usize,
-    /// Bytes per buffer handed out.
+    /// Bytes per buffer handed out (the pool's `buf_size`; larger for `acquire_len` past the largest class).
     buf_size: usize,
-    /// Bytes mapped per overflow buffer: the buffer, or with guard pages the leading guard, the buffer and its
-    /// trailing guard.
-    len: usize,
     /// Bytes before the buffer (the leading guard), or 0.
     lead: usize,
-    /// `buf_size` plus the trailing guard or padding (see `Layout::stride`).
-    stride: usize,
+    /// Bytes of the trailing guard (a page), or 0.
+    guard: usize,
     align: usize,
     /// Overflow buffers out now (permits taken).
     out: AtomicUsize,
@@ -54,15 +53,10 @@ pub(crate) struct Overflow {
 
 impl Overflow {
     pub(crate) fn new(policy: OverflowPolicy, max: usize, l: &Layout) -> Self {
-        let len = if l.lead > 0 {
-            l.lead + l.stride
-        } else {
-            l.buf_size
-        };
         Overflow {
             buf_size: l.buf_size,
             lead: l.lead,
-            stride: l.stride,
+            guard: if l.lead > 0 { sys::page_size() } else { 0 },
             align: l.align,
             policy,
             max: if policy == OverflowPolicy::Fail {
@@ -70,7 +64,6 @@ impl Overflow {
             } else {
                 max
             },
-            len,
             out: AtomicUsize::new(0),
             mapped_bytes: AtomicUsize::new(0),
             created: Instant::now(),
@@ -86,13 +79,43 @@ impl Overflow {
         self.mapped_bytes.load(Relaxed)
     }
 
-    /// Maps one overflow buffer and applies the memory policy to it, or explains why not.
+    /// Maps one overflow buffer of the pool's size and applies the memory policy to it, or explains why not.
     pub(crate) fn map(
         &self,
         counters: &Counters,
         capacity: usize,
         mem: &MemPolicy,
     ) -> Result<OverflowBuf, AcquireError> {
+        self.map_sized(counters, capacity, mem, self.buf_size)
+    }
+
+    /// [`map`](Self::map) for a buffer of `buf_size` bytes (a non-zero page multiple).
+    pub(crate) fn map_sized(
+        &self,
+        counters: &Counters,
+        capacity: usize,
+        mem: &MemPolicy,
+        buf_size: usize,
+    ) -> Result<OverflowBuf, AcquireError> {
+        // With guard pages: leading guard, buffer, trailing guard (rounded to the alignment), as in a chunk.
+        let stride = buf_size
+            .checked_add(self.guard)
+            .and_then(|b| b.checked_next_multiple_of(self.align));
+        let len = match stride.and_then(|st| st.checked_add(self.lead)) {
+            Some(len) if self.lead > 0 => len,
+            Some(_) => buf_size,
+            None => {
+                counters.os_errors.fetch_add(1, Relaxed);
+                return Err(AcquireError::Os {
+                    bytes: buf_size,
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::OutOfMemory,
+                        "buffer size overflows the address space",
+                    ),
+                });
+            }
+        };
+        let stride = stride.unwrap_or(buf_size);
         let mut out = self.out.load(Relaxed);
         loop {
             if out >= self.max {
@@ -115,14 +138,14 @@ impl Overflow {
         if out == 0 {
             self.warn_started(capacity);
         }
-        let mapped = sys::map(self.len, self.align, false).and_then(|m| {
+        let mapped = sys::map(len, self.align, false).and_then(|m| {
             let region = Region {
                 start: m.ptr(),
-                len: self.len,
+                len,
                 lead: self.lead,
                 slots: usize::from(self.lead > 0),
-                stride: self.stride,
-                buf_size: self.buf_size,
+                stride,
+                buf_size,
                 chunk: false,
             };
             // On error `m` is dropped here: unmapped, nothing counted.
@@ -133,6 +156,7 @@ impl Overflow {
                 mapping: m,
                 ptr,
                 locked,
+                buf_size,
             })
         });
         match mapped {
@@ -146,11 +170,8 @@ impl Overflow {
             Err(source) => {
                 self.out.fetch_sub(1, AcqRel);
                 counters.os_errors.fetch_add(1, Relaxed);
-                tracing::error!(target: "pagepool", bytes = self.len, error = %source, "overflow mapping failed");
-                Err(AcquireError::Os {
-                    bytes: self.len,
-                    source,
-                })
+                tracing::error!(target: "pagepool", bytes = len, error = %source, "overflow mapping failed");
+                Err(AcquireError::Os { bytes: len, source })
             }
         }
     }
@@ -158,7 +179,7 @@ impl Overflow {
     /// Unmaps an overflow buffer (zeroing it first if the policy says so) and gives its permit back.
     pub(crate) fn unmap(&self, b: OverflowBuf, counters: &Counters, mem: &MemPolicy) {
         if mem.scrub & SCRUB_ZERO != 0 {
-            fill(b.ptr, self.buf_size, 0);
+            fill(b.ptr, b.buf_size, 0);
         }
         mem.unlocked(b.locked);
         let reserved = b.mapping.reserved();

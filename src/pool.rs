@@ -52,7 +52,10 @@ pub struct PagePool {
 
 /// The one reference all `PagePool` clones share; dropping the last clone closes the pool.
 struct Handle {
+    /// The pool's shared state; with size classes, the default class's, owned by that class's own handle.
     inner: NonNull<Inner>,
+    /// Size classes, smallest first, each a single-size pool of its own; empty for a single-size pool.
+    classes: Box<[PagePool]>,
 }
 
 // SAFETY: Handle is a counted reference to Inner, which is Send + Sync (all shared state is atomic or locked).
@@ -62,6 +65,10 @@ unsafe impl Sync for Handle {}
 
 impl Drop for Handle {
     fn drop(&mut self) {
+        if !self.classes.is_empty() {
+            // `inner` belongs to a class; each class pool closes itself when `classes` is dropped next.
+            return;
+        }
         // A single-threaded program gets its memory back right here: flush our own cache first.
         cache::close_local(self.inner);
         // SAFETY: the handles' reference is still held, so Inner is alive.
@@ -325,6 +332,23 @@ impl PagePool {
     }
 
     pub(crate) fn from_builder(b: &PoolBuilder) -> Result<PagePool, ConfigError> {
+        if let Some((builders, default)) = b.class_builders()? {
+            let classes = builders
+                .iter()
+                .map(PagePool::from_builder)
+                .collect::<Result<Vec<_>, _>>()?
+                .into_boxed_slice();
+            let inner = classes[default].handle.inner;
+            tracing::debug!(
+                target: "pagepool",
+                classes = ?classes.iter().map(PagePool::buf_size).collect::<Vec<_>>(),
+                default = classes[default].buf_size(),
+                "size-class pool built"
+            );
+            return Ok(PagePool {
+                handle: Arc::new(Handle { inner, classes }),
+            });
+        }
         let layout: Layout = b.layout()?;
         if b.huge_pages == HugePages::Explicit {
             // No fallback: find out now, not at the first acquire, whether the kernel has huge pages for us.
@@ -350,6 +374,7 @@ impl PagePool {
         let pool = PagePool {
             handle: Arc::new(Handle {
                 inner: NonNull::from(Box::leak(inner)),
+                classes: Box::new([]),
             }),
         };
         if b.prealloc {
@@ -411,6 +436,74 @@ impl PagePool {
             }
         }
         self.acquire_slow()
+    }
+
+    /// Takes a buffer of at least `len` bytes: from the smallest size class that fits (its `len()` is the class
+    /// size; see [`PoolBuilder::size_classes`]), or, above the largest class (or above `buf_size` in a
+    /// single-size pool), from the overflow path: a mapping of `len` rounded up to the page size, unmapped on
+    /// drop, under the largest class's overflow policy and `max_overflow`. `acquire_len(0)` is the smallest
+    /// class. Never blocks.
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire), for the chosen class; [`AcquireError::Os`] also when `len` rounded up to
+    /// the page size does not fit in the address space.
+    ///
+    /// # Examples
+    /// ```
+    /// use pagepool::PagePool;
+    /// let pool = PagePool::builder().size_class_ladder(4096, 65536).capacity(8).build().unwrap();
+    /// assert_eq!(pool.acquire_len(1).unwrap().len(), 4096);
+    /// assert_eq!(pool.acquire_len(4097).unwrap().len(), 8192);
+    /// let big = pool.acquire_len(100_000).unwrap();
+    /// assert!(big.is_overflow() && big.len() >= 100_000);
+    /// ```
+    pub fn acquire_len(&self, len: usize) -> Result<AlignedBuf, AcquireError> {
+        let classes = &self.handle.classes;
+        if classes.is_empty() {
+            return if len <= self.buf_size() {
+                self.acquire()
+            } else {
+                self.acquire_oversize(len)
+            };
+        }
+        match classes.iter().find(|c| c.buf_size() >= len) {
+            Some(c) => c.acquire(),
+            None => classes[classes.len() - 1].acquire_oversize(len),
+        }
+    }
+
+    /// The overflow path for a request above every pooled size.
+    #[cold]
+    fn acquire_oversize(&self, len: usize) -> Result<AlignedBuf, AcquireError> {
+        let inner = self.inner();
+        let Some(bytes) = len.checked_next_multiple_of(crate::sys::page_size()) else {
+            inner.counters.os_errors.fetch_add(1, Relaxed);
+            return Err(AcquireError::Os {
+                bytes: len,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::OutOfMemory,
+                    "requested length overflows the address space",
+                ),
+            });
+        };
+        let b = inner.overflow.map_sized(
+            &inner.counters,
+            inner.arena.layout().capacity,
+            &inner.mem,
+            bytes,
+        )?;
+        inner.add_refs(1);
+        Ok(AlignedBuf::overflow(self.handle.inner, b))
+    }
+
+    /// The buffer sizes this pool serves from pooled memory, smallest first: the size classes, or just
+    /// `buf_size`.
+    pub fn size_classes(&self) -> Vec<usize> {
+        if self.handle.classes.is_empty() {
+            vec![self.buf_size()]
+        } else {
+            self.handle.classes.iter().map(PagePool::buf_size).collect()
+        }
     }
 
     #[inline]
@@ -492,11 +585,7 @@ impl PagePool {
             .overflow
             .map(&inner.counters, inner.arena.layout().capacity, &inner.mem)?;
         inner.add_refs(1);
-        Ok(AlignedBuf::overflow(
-            self.handle.inner,
-            b,
-            inner.arena.layout().buf_size,
-        ))
+        Ok(AlignedBuf::overflow(self.handle.inner, b))
     }
 
     /// Gives idle memory back: flushes idle buffers out of thread caches to the shared freelist (this thread's
@@ -523,6 +612,9 @@ impl PagePool {
     /// assert_eq!(pool.stats().cached, 0);
     /// ```
     pub fn trim(&self) -> usize {
+        if !self.handle.classes.is_empty() {
+            return self.handle.classes.iter().map(PagePool::trim).sum();
+        }
         let inner = self.inner();
         inner.trim_epoch.fetch_add(1, Relaxed);
         cache::bump_sweep_epoch();
@@ -555,6 +647,9 @@ impl PagePool {
     /// assert_eq!(pool.trim_idle(), 64 * pool.buf_size());
     /// ```
     pub fn trim_idle(&self) -> usize {
+        if !self.handle.classes.is_empty() {
+            return self.handle.classes.iter().map(PagePool::trim_idle).sum();
+        }
         let inner = self.inner();
         match &inner.mem.idle {
             Some(t) => t
@@ -566,6 +661,13 @@ impl PagePool {
 
     /// A snapshot of the pool's counters and gauges. See [`PoolStats`] for when the fields add up.
     pub fn stats(&self) -> PoolStats {
+        if !self.handle.classes.is_empty() {
+            let rows: Vec<PoolStats> = self.handle.classes.iter().map(PagePool::stats).collect();
+            let mut total = rows.iter().fold(PoolStats::default(), |t, r| t.add(r));
+            total.buf_size = self.buf_size();
+            total.classes = rows;
+            return total;
+        }
         let inner = self.inner();
         let c = &inner.counters;
         let (cached, cache_hits) = inner.caches.with(|caches| {
@@ -599,15 +701,17 @@ impl PagePool {
             locked_bytes: inner.mem.locked_bytes(),
             poison_violations: inner.mem.poison_violations.load(Relaxed),
             trimmed_bytes: inner.mem.trimmed_bytes.load(Relaxed),
+            classes: Vec::new(),
         }
     }
 
-    /// Bytes per buffer.
+    /// Bytes per buffer of [`acquire`](Self::acquire) (the default class's, with size classes).
     pub fn buf_size(&self) -> usize {
         self.inner().arena.layout().buf_size
     }
 
-    /// The most pooled buffers.
+    /// The most pooled buffers (of the default class, with size classes; [`stats`](Self::stats) has every
+    /// class's).
     pub fn capacity(&self) -> usize {
         self.inner().arena.layout().capacity
     }
@@ -617,7 +721,8 @@ impl PagePool {
         self.inner().arena.layout().align
     }
 
-    /// Slots each thread's cache holds at most (0: caching off).
+    /// Slots each thread's cache holds at most (0: caching off), per class with size classes (of the default
+    /// class here).
     pub fn thread_cache(&self) -> usize {
         self.inner().cache_size
     }

@@ -77,7 +77,7 @@ impl Counters {
 /// Counters are read one by one without stopping other threads, so while buffers are moving the fields may
 /// disagree by the operations in flight; once the pool is quiet they add up exactly:
 /// `idle + in_use == pooled_buffers` and `acquires == pool_hits + overflow_maps + exhausted + os_errors`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct PoolStats {
     /// Configured capacity: the most pooled buffers.
@@ -120,4 +120,35 @@ pub struct PoolStats {
     /// Bytes of idle pooled memory given back to the OS by [`trim`](crate::PagePool::trim) and idle trimming
     /// so far (memory trimmed twice counts twice).
     pub trimmed_bytes: u64,
+    /// One row per size class, smallest first, for a pool built with
+    /// [`size_classes`](crate::PoolBuilder::size_classes) (empty otherwise). The fields above are then the
+    /// sums over the classes, except `buf_size`, which is the default class's.
+    pub classes: Vec<PoolStats>,
+}
+
+impl PoolStats {
+    /// Field-by-field sum (the rows' own `classes` are not carried over).
+    pub(crate) fn add(self, r: &PoolStats) -> PoolStats {
+        PoolStats {
+            capacity: self.capacity + r.capacity,
+            buf_size: self.buf_size,
+            pooled_buffers: self.pooled_buffers + r.pooled_buffers,
+            idle: self.idle + r.idle,
+            cached: self.cached + r.cached,
+            in_use: self.in_use + r.in_use,
+            overflow_in_use: self.overflow_in_use + r.overflow_in_use,
+            acquires: self.acquires + r.acquires,
+            pool_hits: self.pool_hits + r.pool_hits,
+            overflow_maps: self.overflow_maps + r.overflow_maps,
+            overflow_unmaps: self.overflow_unmaps + r.overflow_unmaps,
+            exhausted: self.exhausted + r.exhausted,
+            os_errors: self.os_errors + r.os_errors,
+            chunks: self.chunks + r.chunks,
+            mapped_bytes: self.mapped_bytes + r.mapped_bytes,
+            locked_bytes: self.locked_bytes + r.locked_bytes,
+            poison_violations: self.poison_violations + r.poison_violations,
+            trimmed_bytes: self.trimmed_bytes + r.trimmed_bytes,
+            classes: Vec::new(),
+        }
+    }
 }
