@@ -32,7 +32,12 @@ enum Ended {
 
 /// Runs `f` in a forked child and reports how it ended: its return value as the exit code, or the signal that
 /// killed it. `f` must only touch memory (the child of a multi-threaded process may not allocate or lock).
+///
+/// Holds [`common::maps_lock`] while the child lives: a forked child shares the parent's pages copy-on-write,
+/// which halves their proportional share in the parent's smaps (`Locked` is counted that way), so the smaps
+/// checks of other tests take the same lock.
 fn in_child(f: impl FnOnce() -> i32) -> Ended {
+    let _g = common::maps_lock();
     // SAFETY: fork has no memory-safety preconditions; the child runs only `f` (raw memory reads and writes)
     // and `_exit`, which are async-signal-safe.
     let pid = unsafe { libc::fork() };
@@ -353,6 +358,7 @@ fn locked_memory_shows_in_smaps() {
         );
         return;
     }
+    let _g = common::maps_lock(); // no forked child shares our pages while smaps is read
     let pool = builder()
         .capacity(16)
         .lock_memory(LockPolicy::Required)
