@@ -146,7 +146,7 @@ impl Drop for AlignedBuf {
                 }
                 crate::sys::poison(self.ptr.as_ptr(), self.len);
                 // SAFETY: this buffer owns the slot and one reference; it is never used again after drop.
-                unsafe { Inner::release(self.pool, self.slot) }
+                unsafe { Inner::release(self.pool, self.slot, self.ptr) }
             }
             // SAFETY: as above, for the overflow mapping.
             Some(m) => unsafe { Inner::release_overflow(self.pool, *m) },

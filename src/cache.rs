@@ -54,11 +54,19 @@ pub(crate) struct CacheStats {
     pub(crate) hits: StdAtomicU64,
 }
 
+/// An idle slot in a cache, with its address: a hit hands it out without recomputing the address from the
+/// chunk table.
+#[derive(Clone, Copy)]
+pub(crate) struct Cached {
+    pub(crate) slot: u32,
+    pub(crate) ptr: NonNull<u8>,
+}
+
 /// One thread's cache for one pool.
 struct Entry {
     inner: NonNull<Inner>,
-    /// Idle slot indices, most recently released last (handed out first: warm in cache and TLB).
-    slots: Vec<u32>,
+    /// Idle slots, most recently released last (handed out first: warm in cache and TLB).
+    slots: Vec<Cached>,
     /// The pool's trim epoch this entry last honoured.
     trim_seen: u64,
     hits: u64,
@@ -90,12 +98,14 @@ impl Entry {
         }
         let inner = self.inner();
         let mut left = n;
+        let mut oldest = self.slots.drain(..n).map(|c| c.slot);
         if let Some(d) = &inner.depot {
-            while left >= d.mag() && d.put(&mut self.slots) {
+            // `left >= mag` slots remain in `oldest` whenever `put_with` asks for `mag` of them.
+            while left >= d.mag() && d.put_with(|| oldest.next().unwrap_or(u32::MAX)) {
                 left -= d.mag();
             }
         }
-        for slot in self.slots.drain(..left) {
+        for slot in oldest {
             inner.free.push(slot);
         }
         self.publish();
@@ -239,7 +249,7 @@ fn with_local<R>(f: impl FnOnce(&mut Local) -> Option<R>) -> Option<R> {
 /// Takes a slot from this thread's cache, refilling it from the shared freelist when empty. The returned
 /// slot carries one reference. `None`: cache unavailable or the freelist is empty too.
 #[inline]
-pub(crate) fn acquire(inner: NonNull<Inner>) -> Option<u32> {
+pub(crate) fn acquire(inner: NonNull<Inner>) -> Option<Cached> {
     with_local(|l| {
         let e = l.entry(inner)?;
         let slot = match e.slots.pop() {
@@ -254,14 +264,21 @@ pub(crate) fn acquire(inner: NonNull<Inner>) -> Option<u32> {
 }
 
 #[cold]
-fn refill(e: &mut Entry) -> Option<u32> {
+fn refill(e: &mut Entry) -> Option<Cached> {
     let inner = e.inner();
-    let from_depot = inner.depot.as_ref().is_some_and(|d| d.take(&mut e.slots));
+    let cached = |slot| Cached {
+        slot,
+        ptr: inner.slot_ptr(slot),
+    };
+    let from_depot = inner
+        .depot
+        .as_ref()
+        .is_some_and(|d| d.take_into(&mut e.slots, cached));
     if !from_depot {
         let want = (inner.cache_size / 2).max(1);
-        while e.slots.len() < want {
+        for _ in 0..want {
             match inner.free.pop() {
-                Some(s) => e.slots.push(s),
+                Some(s) => e.slots.push(cached(s)),
                 None => break,
             }
         }
@@ -280,7 +297,7 @@ fn refill(e: &mut Entry) -> Option<u32> {
 /// Puts a released slot (and its reference) into this thread's cache. Returns `false` if the caller must
 /// release it directly instead (cache unavailable, or the pool is closing).
 #[inline]
-pub(crate) fn release(inner: NonNull<Inner>, slot: u32) -> bool {
+pub(crate) fn release(inner: NonNull<Inner>, slot: Cached) -> bool {
     with_local(|l| {
         let e = l.entry(inner)?;
         if e.slots.len() >= e.inner().cache_size {

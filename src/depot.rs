@@ -104,32 +104,50 @@ impl Depot {
 
     /// Moves exactly `mag` slots from the front of `slots` into a full magazine. Returns `false` (leaving `slots`
     /// untouched) if `slots` is shorter than a magazine or no empty magazine is available.
+    #[cfg(test)]
     pub(crate) fn put(&self, slots: &mut Vec<u32>) -> bool {
         if slots.len() < self.mag {
             return false;
         }
+        let mut i = 0;
+        let put = self.put_with(|| {
+            i += 1;
+            slots[i - 1]
+        });
+        slots.drain(..i);
+        put
+    }
+
+    /// Moves `mag` slots produced by `next` (called exactly `mag` times, only if an empty magazine is
+    /// available) into a full magazine. Returns `false`, without calling `next`, if none is empty.
+    pub(crate) fn put_with(&self, mut next: impl FnMut() -> u32) -> bool {
         let Some(m) = self.empty.pop(&self.next) else {
             return false;
         };
-        let dst = &self.store[m * self.mag..(m + 1) * self.mag];
-        for (cell, slot) in dst.iter().zip(slots.drain(..self.mag)) {
-            cell.store(slot, Relaxed);
+        for cell in &self.store[m * self.mag..(m + 1) * self.mag] {
+            cell.store(next(), Relaxed);
         }
         self.full_count.fetch_add(1, Relaxed);
         self.full.push(&self.next, m);
         true
     }
 
-    /// Appends the `mag` slots of one full magazine to `slots`. Returns `false` if no magazine is full.
-    pub(crate) fn take(&self, slots: &mut Vec<u32>) -> bool {
+    /// Appends the `mag` slots of one full magazine to `out`, in magazine order, each mapped through `f`.
+    /// Returns `false` if none is full.
+    pub(crate) fn take_into<T>(&self, out: &mut Vec<T>, mut f: impl FnMut(u32) -> T) -> bool {
         let Some(m) = self.full.pop(&self.next) else {
             return false;
         };
         self.full_count.fetch_sub(1, Relaxed);
         let src = &self.store[m * self.mag..(m + 1) * self.mag];
-        slots.extend(src.iter().map(|cell| cell.load(Relaxed)));
+        out.extend(src.iter().map(|cell| f(cell.load(Relaxed))));
         self.empty.push(&self.next, m);
         true
+    }
+
+    /// Appends the `mag` slots of one full magazine to `slots`. Returns `false` if no magazine is full.
+    pub(crate) fn take(&self, slots: &mut Vec<u32>) -> bool {
+        self.take_into(slots, |slot| slot)
     }
 }
 

@@ -213,13 +213,13 @@ impl Inner {
     /// # Safety
     /// The caller owns the slot and one reference, and does not touch `this` afterwards.
     #[inline]
-    pub(crate) unsafe fn release(this: NonNull<Inner>, slot: u32) {
+    pub(crate) unsafe fn release(this: NonNull<Inner>, slot: u32, ptr: NonNull<u8>) {
         // SAFETY: the buffer's reference keeps Inner alive.
         let inner = unsafe { this.as_ref() };
         // No `is_closing` load here: a cache refuses entries for a closing pool, and every cache operation
         // first sweeps away the entries of pools closed since its last look (`cache.rs`), so the release
         // path reads no line that other threads write.
-        if inner.cache_size > 0 && cache::release(this, slot) {
+        if inner.cache_size > 0 && cache::release(this, cache::Cached { slot, ptr }) {
             return;
         }
         inner.free.push(slot);
@@ -241,6 +241,12 @@ impl Inner {
 }
 
 impl Inner {
+    /// Address of pooled slot `slot` (see `Arena::slot_ptr`).
+    #[inline]
+    pub(crate) fn slot_ptr(&self, slot: u32) -> NonNull<u8> {
+        self.arena.slot_ptr(slot)
+    }
+
     /// Idle buffers in the shared pool: the freelist and the depot (not thread caches).
     fn shared_idle(&self) -> usize {
         self.free.len() + self.depot.as_ref().map_or(0, Depot::idle)
@@ -431,8 +437,8 @@ impl PagePool {
     pub fn acquire(&self) -> Result<AlignedBuf, AcquireError> {
         let inner = self.inner();
         if inner.cache_size > 0 {
-            if let Some(slot) = cache::acquire(self.handle.inner) {
-                return Ok(self.buf(slot));
+            if let Some(c) = cache::acquire(self.handle.inner) {
+                return Ok(self.buf_at(c.slot, c.ptr));
             }
         }
         self.acquire_slow()
@@ -515,8 +521,13 @@ impl PagePool {
     /// Wraps a slot that already carries its reference.
     #[inline]
     fn buf(&self, slot: u32) -> AlignedBuf {
+        self.buf_at(slot, self.inner().arena.slot_ptr(slot))
+    }
+
+    /// [`buf`](Self::buf) with the slot's address already known.
+    #[inline]
+    fn buf_at(&self, slot: u32, ptr: NonNull<u8>) -> AlignedBuf {
         let inner = self.inner();
-        let ptr = inner.arena.slot_ptr(slot);
         let len = inner.arena.layout().buf_size;
         crate::sys::unpoison(ptr.as_ptr(), len);
         if inner.scrub != 0 {
