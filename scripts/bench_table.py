@@ -136,6 +136,12 @@ for tr in ["mpsc", "spin"]:
           f"cross-thread ({tr}): pagepool / transport alone (time per item)")
     ratio(f"cross_thread/pagepool/{tr}", f"cross_thread/posix_memalign/{tr}",
           f"cross-thread ({tr}): pagepool / posix_memalign (time per buffer)")
+    # The pool's own share of a hand-off: the cross-thread time minus the transport carrying a u64, against
+    # acquire + release on one thread.
+    a, b, c = f"cross_thread/pagepool/{tr}", f"cross_thread/channel_only/{tr}", "cross_thread/pagepool/same_thread"
+    if a in med and b in med and c in med:
+        rows.append((f"cross-thread ({tr}): (pagepool - transport alone) / same-thread (time per buffer)",
+                     f"{(med[a] - med[b]) / med[c]:.2f}"))
 for v in ["touch", "touch_shuffled", "touch_shuffled_nocache"]:
     ratio(f"pool_size/{v}/1M", f"pool_size/{v}/1K", f"pool size: capacity 1M / 1K, {v} (time)")
 for v in ["touch", "untouched"]:
