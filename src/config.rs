@@ -40,6 +40,8 @@ pub struct PoolBuilder {
     pub(crate) max_overflow: usize,
     pub(crate) prealloc: bool,
     pub(crate) thread_cache: Option<usize>,
+    /// Direct I/O requirement folded into `buf_size` and `alignment` at build (see `dio.rs`).
+    pub(crate) direct_io: Option<crate::dio::DioAlign>,
 }
 
 /// The default thread cache holds at most this many slots.
@@ -55,6 +57,7 @@ impl Default for PoolBuilder {
             max_overflow: usize::MAX,
             prealloc: false,
             thread_cache: None,
+            direct_io: None,
         }
     }
 }
@@ -119,6 +122,9 @@ impl PoolBuilder {
 
     /// Checks every setting and derives the memory layout.
     pub(crate) fn layout(&self) -> Result<Layout, ConfigError> {
+        if let Some(resolved) = self.resolve_direct_io()? {
+            return resolved.layout();
+        }
         let page_size = sys::page_size();
         if self.buf_size == 0 {
             return Err(ConfigError::ZeroBufSize { page_size });

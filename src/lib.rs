@@ -37,6 +37,7 @@ mod buf;
 mod cache;
 mod config;
 mod depot;
+pub mod dio;
 mod error;
 mod freelist;
 mod overflow;

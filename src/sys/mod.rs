@@ -7,6 +7,7 @@
 //! | [`page_size`] | `sysconf(_SC_PAGESIZE)` | `GetSystemInfo().dwPageSize` | 4096 |
 //! | [`allocation_granularity`] | page size | `GetSystemInfo().dwAllocationGranularity` (64 KiB) | page size |
 //! | [`map`] | anonymous private `mmap` through memmap2 (`MAP_POPULATE` when asked) | `VirtualAlloc(MEM_RESERVE \| MEM_COMMIT, PAGE_READWRITE)` (pages touched when asked) | `Unsupported` |
+//! | [`dio`] (direct I/O alignment, `O_DIRECT`, `RLIMIT_MEMLOCK`) | `statx`, `BLKSSZGET`, sysfs, `fstatfs`, `getrlimit` on Linux | 4096 default, `Unsupported` | 4096 default, `Unsupported` |
 //! | drop of [`Mapping`] | `munmap` of the whole reservation | `VirtualFree(base, 0, MEM_RELEASE)` of the whole reservation | - |
 //!
 //! A [`Mapping`] owns its reservation: dropping it returns the pages to the OS. Every reservation starts on an
@@ -24,6 +25,8 @@
 mod imp;
 
 pub(crate) use imp::Mapping;
+
+pub(crate) mod dio;
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
