@@ -45,6 +45,8 @@ mod pool;
 mod stats;
 mod sync;
 mod sys;
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+mod uring;
 
 #[cfg(all(test, loom))]
 mod loom_tests;
@@ -56,6 +58,8 @@ pub use config::{OverflowPolicy, PoolBuilder, MAX_CAPACITY};
 pub use error::{AcquireError, ConfigError};
 pub use pool::PagePool;
 pub use stats::PoolStats;
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+pub use uring::{RegisterError, MAX_REGISTERED_BUFFERS};
 
 /// The OS page size in bytes: every buffer is aligned to at least this and is a multiple of it.
 ///

@@ -2,6 +2,9 @@
 //! over pool buffers, a direct-read checksum, and RSS from /proc. Linux only.
 #![allow(dead_code)]
 
+#[cfg(feature = "io-uring")]
+pub mod uring;
+
 use pagepool::dio::{self, DioAlign};
 use pagepool::{AlignedBuf, PagePool};
 use std::fs::{File, OpenOptions};
