@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release --example direct_read_bench -- [--file target/dio-bench.bin] [--size-mib 1024]
-//!     [--buf-size 65536] [--depth 8] [--rounds 2]
+//!     [--buf-size 65536] [--depth 8] [--rounds 3]
 //! ```
 //!
 //! The file is created (pseudo-random bytes) if it is missing or has the wrong size. Each pass reads the whole
@@ -76,6 +76,7 @@ impl Drop for HeapBuf {
 struct Pass {
     mb_s: f64,
     rss_growth: u64,
+    rss_peak: u64,
     checksum: u64,
 }
 
@@ -119,6 +120,7 @@ fn pass<B: std::ops::DerefMut<Target = [u8]>>(
     Ok(Pass {
         mb_s: offset as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9),
         rss_growth: peak.saturating_sub(rss0),
+        rss_peak: peak,
         checksum: sum.finish(),
     })
 }
@@ -130,7 +132,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut path = PathBuf::from("target/dio-bench.bin");
     let (mut size_mib, mut buf_size, mut depth, mut rounds) =
-        (1024u64, 64usize << 10, 8usize, 2usize);
+        (1024u64, 64usize << 10, 8usize, 3usize);
     let usage = "usage: direct_read_bench [--file PATH] [--size-mib N] [--buf-size BYTES] [--depth N] [--rounds N]";
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -171,41 +173,42 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         pool.buf_size()
     );
     println!(
-        "{:<16} {:>6} {:>10} {:>16} {:>18}",
-        "buffers", "round", "MB/s", "RSS growth (KiB)", "checksum"
+        "{:<16} {:>6} {:>10} {:>16} {:>14} {:>18}",
+        "buffers", "round", "MB/s", "RSS growth (KiB)", "RSS peak (KiB)", "checksum"
     );
+    let row = |name: &str, round: usize, p: &Pass| {
+        println!(
+            "{name:<16} {round:>6} {:>10.0} {:>16} {:>14} {:>18x}",
+            p.mb_s,
+            p.rss_growth >> 10,
+            p.rss_peak >> 10,
+            p.checksum
+        )
+    };
     let mut sums = Vec::new();
-    let mut best = [0f64; 2];
+    let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 1..=rounds {
         let p = pass(&file, len, depth, || {
             pool.acquire().map_err(std::io::Error::other)
         })?;
-        println!(
-            "{:<16} {round:>6} {:>10.0} {:>16} {:>18x}",
-            "pagepool",
-            p.mb_s,
-            p.rss_growth >> 10,
-            p.checksum
-        );
-        best[0] = best[0].max(p.mb_s);
+        row("pagepool", round, &p);
+        rates[0].push(p.mb_s);
         sums.push(p.checksum);
         let size = pool.buf_size();
         let p = pass(&file, len, depth, || HeapBuf::new(size, heap_align))?;
-        println!(
-            "{:<16} {round:>6} {:>10.0} {:>16} {:>18x}",
-            "posix_memalign",
-            p.mb_s,
-            p.rss_growth >> 10,
-            p.checksum
-        );
-        best[1] = best[1].max(p.mb_s);
+        row("posix_memalign", round, &p);
+        rates[1].push(p.mb_s);
         sums.push(p.checksum);
     }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (a, b) = (median(&mut rates[0]), median(&mut rates[1]));
     println!(
-        "best: pagepool {:.0} MB/s, posix_memalign {:.0} MB/s (ratio {:.2}); final RSS {} KiB",
-        best[0],
-        best[1],
-        best[0] / best[1].max(1e-9),
+        "median: pagepool {a:.0} MB/s, posix_memalign {b:.0} MB/s (ratio {:.2}); pool mapped {} KiB; final RSS {} KiB",
+        a / b.max(1e-9),
+        pool.stats().mapped_bytes >> 10,
         dio_common::rss_bytes() >> 10
     );
     if sums.windows(2).any(|w| w[0] != w[1]) {
