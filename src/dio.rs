@@ -31,9 +31,28 @@ use std::io;
 
 /// The alignment assumed when neither the file system nor the device answers: 4096 bytes, which every Linux
 /// block device with 512- or 4096-byte logical blocks accepts for memory, offsets and lengths.
+///
+/// # Examples
+/// ```
+/// assert!(pagepool::dio::DEFAULT_ALIGN.is_power_of_two());
+/// ```
 pub const DEFAULT_ALIGN: usize = 4096;
 
 /// Which source answered [`requirements`].
+///
+/// # Examples
+/// ```
+/// use pagepool::dio::{requirements, DioSource};
+/// # fn main() -> std::io::Result<()> {
+/// if let Ok(a) = requirements(&std::fs::File::open("Cargo.toml")?) {
+///     let exact = match a.source() {
+///         DioSource::Statx => true,
+///         _ => false, // a conservative fallback
+///     };
+///     println!("exact answer from the file system: {exact}");
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DioSource {

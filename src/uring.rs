@@ -8,9 +8,21 @@ use std::io;
 
 /// The most buffers one io_uring registration can index: buffer indices are `u16`. (The kernel currently
 /// accepts at most 16384, `IORING_MAX_REG_BUFFERS`; a larger registration fails with `EINVAL`.)
+///
+/// # Examples
+/// ```
+/// assert_eq!(pagepool::MAX_REGISTERED_BUFFERS, u16::MAX as usize + 1);
+/// ```
 pub const MAX_REGISTERED_BUFFERS: usize = 1 << 16;
 
 /// [`PagePool::iovecs`] could not describe the pool's buffers.
+///
+/// # Examples
+/// ```
+/// use pagepool::{PagePool, RegisterError, MAX_REGISTERED_BUFFERS};
+/// let pool = PagePool::builder().capacity(MAX_REGISTERED_BUFFERS + 1).build().unwrap();
+/// assert!(matches!(pool.iovecs(), Err(RegisterError::TooManyBuffers { .. })));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegisterError {

@@ -3,6 +3,7 @@
 //! (seccomp, `kernel.io_uring_disabled`), each test prints `SKIPPED: <name>: io_uring_setup refused: <err>`.
 #![cfg(all(feature = "io-uring", target_os = "linux"))]
 
+mod common;
 #[path = "../examples/dio_common/mod.rs"]
 mod dio_common;
 
@@ -107,4 +108,38 @@ fn unregistered_index_is_refused_by_the_kernel() {
         "{res:?}"
     );
     assert!(buf[..8192].iter().all(|&b| b == 7));
+}
+
+#[test]
+fn iovecs_warn_when_the_pool_exceeds_rlimit_memlock() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one struct rlimit to a live local.
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) },
+        0
+    );
+    if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur > 256 << 20 {
+        println!(
+            "SKIPPED: iovecs_warn_when_the_pool_exceeds_rlimit_memlock: RLIMIT_MEMLOCK is {} bytes",
+            lim.rlim_cur
+        );
+        return;
+    }
+    let limit = lim.rlim_cur as usize;
+    let rec = common::Recorder::default();
+    let warned = |capacity: usize| {
+        let pool = PagePool::builder().capacity(capacity).build().unwrap();
+        rec.record(|| pool.iovecs().unwrap());
+        rec.events().iter().any(|e| {
+            e.target == "pagepool"
+                && e.level == tracing::Level::WARN
+                && e.message.contains("RLIMIT_MEMLOCK")
+        })
+    };
+    let page = pagepool::page_size();
+    assert!(!warned((limit / page).max(1)), "a pool within the limit");
+    assert!(warned(limit / page + 1), "a pool one page over the limit");
 }

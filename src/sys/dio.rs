@@ -52,7 +52,7 @@ pub(crate) fn set_direct(opts: &mut OpenOptions) -> io::Result<()> {
 }
 
 /// The soft `RLIMIT_MEMLOCK` in bytes; `None` when unlimited or unknown (and off Linux).
-#[cfg_attr(not(feature = "io-uring"), allow(dead_code))]
+#[cfg_attr(not(all(feature = "io-uring", target_os = "linux")), allow(dead_code))]
 pub(crate) fn memlock_limit() -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
