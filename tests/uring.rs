@@ -117,10 +117,8 @@ fn iovecs_warn_when_the_pool_exceeds_rlimit_memlock() {
         rlim_max: 0,
     };
     // SAFETY: getrlimit writes one struct rlimit to a live local.
-    assert_eq!(
-        unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) },
-        0
-    );
+    let r = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+    assert_eq!(r, 0);
     if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur > 256 << 20 {
         println!(
             "SKIPPED: iovecs_warn_when_the_pool_exceeds_rlimit_memlock: RLIMIT_MEMLOCK is {} bytes",
