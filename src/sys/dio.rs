@@ -243,31 +243,41 @@ mod linux {
                 };
                 return Ok(DioAlign::new(mem, offset, DioSource::Statx));
             }
-            None => {}
+            None => without_statx(fd),
         }
-        match fs_magic(fd)? {
-            TMPFS_MAGIC | RAMFS_MAGIC => {
+    }
+
+    /// The answer when `statx` gives none (kernels before 6.1, file systems that do not report it).
+    pub(super) fn without_statx(fd: libc::c_int) -> io::Result<DioAlign> {
+        let st = fstat(fd)?;
+        let lbs = match st.st_mode & libc::S_IFMT {
+            // A block device node: its own logical block size (the node itself lives on devtmpfs).
+            libc::S_IFBLK => blkssz(fd),
+            libc::S_IFREG => {
+                if let TMPFS_MAGIC | RAMFS_MAGIC = fs_magic(fd)? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "the file is on tmpfs or ramfs, which has no direct I/O: O_DIRECT is refused there \
+                         or (tmpfs on Linux 6.6+) accepted but served from the page cache with no alignment \
+                         enforced; put the file on a block-device file system (ext4, xfs, ...)",
+                    ));
+                }
+                if !accepts_o_direct(fd) {
+                    return Err(io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "the file system refuses O_DIRECT for this file (opening it with O_DIRECT fails \
+                         with EINVAL)",
+                    ));
+                }
+                let (major, minor) = dev_major_minor(st.st_dev as u64);
+                sysfs_logical_block_size(major, minor)
+            }
+            _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
-                    "the file is on tmpfs or ramfs, which has no direct I/O: O_DIRECT is refused there \
-                     or (tmpfs on Linux 6.6+) accepted but served from the page cache with no alignment \
-                     enforced; put the file on a block-device file system (ext4, xfs, ...)",
+                    "direct I/O needs a regular file or a block device",
                 ))
             }
-            _ => {}
-        }
-        let st = fstat(fd)?;
-        if st.st_mode & libc::S_IFMT == libc::S_IFREG && !accepts_o_direct(fd) {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "the file system refuses O_DIRECT for this file (opening it with O_DIRECT fails with EINVAL)",
-            ));
-        }
-        let lbs = if st.st_mode & libc::S_IFMT == libc::S_IFBLK {
-            blkssz(fd)
-        } else {
-            let (major, minor) = dev_major_minor(st.st_dev as u64);
-            sysfs_logical_block_size(major, minor)
         };
         Ok(match lbs {
             Some(n) => DioAlign::new(n, n, DioSource::LogicalBlockSize),
@@ -323,6 +333,66 @@ mod linux {
             assert_eq!((om, oo), (tm, to));
             assert_eq!((om, oo), (152, 156));
             assert_eq!(std::mem::size_of::<libc::statx>(), 256);
+        }
+
+        /// The fallback path, which statx makes unreachable for ext4 on this kernel, run directly on a file of
+        /// the repository: the logical block size of the device under it, as sysfs says.
+        #[test]
+        fn fallback_reads_the_logical_block_size() {
+            let f = File::open("Cargo.toml").unwrap();
+            if fs_magic(f.as_raw_fd()).unwrap() == TMPFS_MAGIC {
+                println!(
+                    "SKIPPED: fallback_reads_the_logical_block_size: the repository is on tmpfs"
+                );
+                return;
+            }
+            let a = without_statx(f.as_raw_fd()).unwrap();
+            let (major, minor) = dev_major_minor(fstat(f.as_raw_fd()).unwrap().st_dev as u64);
+            match sysfs_logical_block_size(major, minor) {
+                Some(lbs) => assert_eq!(
+                    (a.mem_align(), a.offset_align(), a.source()),
+                    (lbs, lbs, DioSource::LogicalBlockSize)
+                ),
+                None => assert_eq!(a.source(), DioSource::Default),
+            }
+        }
+
+        /// A block device node answers through statx or BLKSSZGET with its logical block size.
+        #[test]
+        fn block_device_answers_its_logical_block_size() {
+            let Some((dev, lbs)) = std::fs::read_dir("/sys/block")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    let lbs =
+                        std::fs::read_to_string(e.path().join("queue/logical_block_size")).ok()?;
+                    let f = File::open(format!("/dev/{name}")).ok()?;
+                    Some((f, lbs.trim().parse::<usize>().ok()?))
+                })
+                .next()
+            else {
+                println!("SKIPPED: block_device_answers_its_logical_block_size: no readable block device");
+                return;
+            };
+            let a = requirements(&dev).unwrap();
+            assert_eq!(a.offset_align(), lbs, "{a:?}");
+            assert!(a.mem_align() <= lbs, "{a:?}");
+            let b = without_statx(dev.as_raw_fd()).unwrap();
+            assert_eq!(
+                (b.offset_align(), b.source()),
+                (lbs, DioSource::LogicalBlockSize)
+            );
+        }
+
+        #[test]
+        fn neither_file_nor_block_device_is_unsupported() {
+            for path in ["/dev/null", "."] {
+                let f = File::open(path).unwrap();
+                let e = requirements(&f).unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::Unsupported, "{path}: {e}");
+            }
         }
 
         #[test]
