@@ -221,13 +221,11 @@ mod linux {
     pub(super) fn requirements(file: &File) -> io::Result<DioAlign> {
         let fd = file.as_raw_fd();
         match statx_dio(fd)? {
-            Some((0, _)) | Some((_, 0)) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    "the file system does not support O_DIRECT for this file \
-                     (statx reports a direct I/O alignment of 0)",
-                ))
-            }
+            Some((0, _)) | Some((_, 0)) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the file system does not support O_DIRECT for this file \
+                 (statx reports a direct I/O alignment of 0)",
+            )),
             Some((mem, offset)) => {
                 let (Some(mem), Some(offset)) = (
                     usize::try_from(mem).ok().filter(|m| m.is_power_of_two()),
@@ -241,7 +239,7 @@ mod linux {
                         ),
                     ));
                 };
-                return Ok(DioAlign::new(mem, offset, DioSource::Statx));
+                Ok(DioAlign::new(mem, offset, DioSource::Statx))
             }
             None => without_statx(fd),
         }
