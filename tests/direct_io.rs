@@ -317,3 +317,22 @@ fn misalignment_gets_einval_and_pool_buffers_never_do() {
         );
     }
 }
+
+#[test]
+fn copier_refuses_a_tmpfs_destination() {
+    let Some(dir) = scratch("copy_to_tmpfs") else {
+        return;
+    };
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() || fs_magic(shm) != TMPFS_MAGIC {
+        println!("SKIPPED: copier_refuses_a_tmpfs_destination: /dev/shm is not a tmpfs here");
+        return;
+    }
+    let src = dir.join("src");
+    write_file(&src, 10_000, 50);
+    let (pool, align) = direct_pool(&File::open(&src).unwrap(), 2);
+    let dst = shm.join(format!("pagepool-copy-{}", std::process::id()));
+    let err = copy(&src, &dst, &pool, align, 2, &|_| {}).unwrap_err();
+    let _ = std::fs::remove_file(&dst);
+    assert_eq!(err.kind(), io::ErrorKind::Unsupported, "{err}");
+}

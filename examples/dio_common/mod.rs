@@ -109,8 +109,8 @@ pub struct CopyReport {
 ///
 /// Each worker claims the next `buf_size` block of the file, reads it with O_DIRECT into a pool buffer (a read
 /// at the end of the file comes back short), and writes it with O_DIRECT at the same offset; a short last block
-/// is written padded with zeros to a multiple of `align.offset_align()` and the file is then truncated to the
-/// source length (`ftruncate`), so the copy ends exactly where the source does. `progress` is called with the
+/// is written padded with zeros to a multiple of the offset alignment (the larger of `align`'s and the
+/// destination's) and the file is then truncated to the source length (`ftruncate`), so the copy ends exactly where the source does. `progress` is called with the
 /// bytes copied so far, from the worker threads.
 pub fn copy(
     src: &Path,
@@ -123,6 +123,17 @@ pub fn copy(
     let input = open_direct_read(src)?;
     let len = input.metadata()?.len();
     let output = create_direct_write(dst)?;
+    // The destination may sit on another file system: its requirements must hold too (tmpfs: Unsupported).
+    let out_align = dio::requirements(&output)?;
+    if pool.alignment() % out_align.mem_align() != 0
+        || pool.buf_size() % out_align.offset_align() != 0
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the pool's buffers do not meet the destination's O_DIRECT requirements {out_align:?}"),
+        ));
+    }
+    let pad_to = align.offset_align().max(out_align.offset_align());
     let block = pool.buf_size() as u64;
     let next = AtomicU64::new(0);
     let copied = AtomicU64::new(0);
@@ -142,7 +153,7 @@ pub fn copy(
                     format!("short read at {offset}: {n} of {want} bytes (file changed?)"),
                 ));
             }
-            let padded = n.next_multiple_of(align.offset_align());
+            let padded = n.next_multiple_of(pad_to);
             buf[n..padded].fill(0);
             output.write_all_at(&buf[..padded], offset)?;
             written.fetch_add(padded as u64, Relaxed);

@@ -3,7 +3,7 @@
 //!
 //! | function | Linux | elsewhere |
 //! |---|---|---|
-//! | [`requirements`] | `statx(STATX_DIOALIGN)` (6.1+), else the device's logical block size (`BLKSSZGET` for a block device, `/sys/dev/block/MAJ:MIN[/..]/queue/logical_block_size` for a file on one), else 4096; tmpfs/ramfs refused | 4096 ([`DioSource::Default`]) |
+//! | [`requirements`] | `statx(STATX_DIOALIGN)` (6.1+), else the device's logical block size (`BLKSSZGET` for a block device, `/sys/dev/block/MAJ:MIN[/..]/queue/logical_block_size` for a file on one), else 4096; regular files on tmpfs/ramfs or refusing O_DIRECT, and other file types, are `Unsupported` | 4096 ([`DioSource::Default`]) |
 //! | [`set_direct`] | `O_DIRECT` in `OpenOptions::custom_flags` | `Unsupported` |
 //! | [`memlock_limit`] | `getrlimit(RLIMIT_MEMLOCK)` soft limit | `None` |
 //!
