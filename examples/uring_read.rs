@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release --features io-uring --example uring_read -- --create 256 target/uring-src.bin
-//! cargo run --release --features io-uring --example uring_read -- [--depth 16] [--buf-size 1048576] FILE
+//! cargo run --release --features io-uring --example uring_read -- [--depth 8] [--buf-size 524288] FILE
 //! ```
 //!
 //! `--create MIB` first writes a MIB-mebibyte pseudo-random FILE (plus 3 bytes, so the tail is unaligned).
@@ -31,7 +31,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     use std::time::Instant;
 
     let usage = "usage: uring_read [--depth N] [--buf-size BYTES] [--create MIB] FILE";
-    let (mut depth, mut buf_size, mut create) = (16usize, 1usize << 20, None::<u64>);
+    // 8 x 512 KiB = 4 MiB registered: within the common 8 MiB RLIMIT_MEMLOCK.
+    let (mut depth, mut buf_size, mut create) = (8usize, 512usize << 10, None::<u64>);
     let mut path: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

@@ -178,6 +178,8 @@ impl DioAlign {
 ///   file system refuses `O_DIRECT` for this file), or the file is on tmpfs or ramfs (ramfs refuses `O_DIRECT`;
 ///   tmpfs on Linux 6.6+ accepts it but serves it from the page cache, enforcing no alignment, so there is no
 ///   direct I/O to align for).
+/// - [`io::ErrorKind::Unsupported`] also when `statx` does not answer and `file` is neither a regular file nor
+///   a block device (a directory, a character device, ...).
 /// - [`io::ErrorKind::InvalidData`] if `statx` reports an alignment that is not a power of two.
 /// - The OS error of `statx`, `fstatfs` or `fstat` if one fails (e.g. `EBADF`).
 ///

@@ -36,7 +36,17 @@ pub fn read_fixed(
     let iovecs = pool.iovecs().map_err(io::Error::other)?;
     // SAFETY: the iovecs describe pool memory that stays mapped while `pool` lives, which outlives the
     // registration: we unregister below before returning.
-    unsafe { ring.submitter().register_buffers(&iovecs)? };
+    unsafe { ring.submitter().register_buffers(&iovecs) }.map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOMEM) => io::Error::new(
+            e.kind(),
+            format!(
+                "register_buffers: {e}: the {} registered bytes are pinned and count against RLIMIT_MEMLOCK \
+                 (`ulimit -l`) without CAP_IPC_LOCK; use fewer or smaller buffers or raise the limit",
+                pool.capacity() * pool.buf_size()
+            ),
+        ),
+        _ => e,
+    })?;
     let result = run(ring, &file, len, pool, depth.max(1));
     let unregistered = ring.submitter().unregister_buffers();
     let read = result?;
