@@ -243,7 +243,8 @@ impl PoolBuilder {
     /// `align.mem_align()` (never lowered below a larger [`alignment`](Self::alignment)), and `buf_size` is
     /// rounded **up** to a multiple of `max(page size, align.offset_align())` (a `debug` event, target
     /// `pagepool`, reports a rounding; [`PagePool::buf_size`](crate::PagePool::buf_size) returns the result).
-    /// `buf_size(0)` is still [`ConfigError::ZeroBufSize`].
+    /// `buf_size(0)` is still [`ConfigError::ZeroBufSize`], and an invalid `alignment` is still reported as
+    /// given (never raised into a valid one).
     ///
     /// # Examples
     /// ```
@@ -312,7 +313,12 @@ impl PoolBuilder {
         let mut b = self.clone();
         b.direct_io = None;
         b.buf_size = buf_size;
-        b.alignment = Some(self.alignment.unwrap_or(page_size).max(d.mem_align));
+        b.alignment = Some(match self.alignment {
+            // An invalid alignment stays as given, for `layout()` to report: raising it would hide the mistake.
+            Some(a) if !a.is_power_of_two() || a < page_size => a,
+            Some(a) => a.max(d.mem_align),
+            None => page_size.max(d.mem_align),
+        });
         Ok(Some(b))
     }
 }
@@ -373,12 +379,30 @@ mod tests {
         // Other settings are still validated after the rounding.
         let e = PoolBuilder::default().capacity(0).direct_io(d).layout();
         assert!(matches!(e, Err(ConfigError::ZeroCapacity)), "{e:?}");
+        // Invalid alignments are reported as given, never raised into validity by the requirement.
+        let big = DioAlign::new(64 << 10, 512, DioSource::Statx);
+        for bad in [3, 3 << 12] {
+            let e = PoolBuilder::default()
+                .alignment(bad)
+                .direct_io(big)
+                .layout();
+            assert!(
+                matches!(e, Err(ConfigError::AlignmentNotPowerOfTwo { alignment, .. }) if alignment == bad),
+                "{e:?}"
+            );
+        }
         let e = PoolBuilder::default()
-            .alignment(3 << 12)
-            .direct_io(d)
+            .alignment(1024)
+            .direct_io(big)
             .layout();
         assert!(
-            matches!(e, Err(ConfigError::AlignmentNotPowerOfTwo { .. })),
+            matches!(
+                e,
+                Err(ConfigError::AlignmentBelowPageSize {
+                    alignment: 1024,
+                    ..
+                })
+            ),
             "{e:?}"
         );
     }
