@@ -79,6 +79,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let src_file = std::fs::File::open(&src)?;
+    {
+        // The copy truncates DST first: never let it be SRC under another name.
+        use std::os::unix::fs::MetadataExt;
+        let s = src_file.metadata()?;
+        if let Ok(d) = std::fs::metadata(&dst) {
+            if (d.dev(), d.ino()) == (s.dev(), s.ino()) {
+                return Err(
+                    format!("{} and {} are the same file", src.display(), dst.display()).into(),
+                );
+            }
+        }
+    }
     let align = dio::requirements(&src_file)?;
     let pool = PagePool::builder()
         .buf_size(buf_size)

@@ -24,6 +24,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! For O_DIRECT, [`dio::requirements`] asks the kernel what alignment a file needs and
+//! [`PoolBuilder::for_direct_io`] builds a pool whose every buffer meets it; with the `io-uring` feature (Linux),
+//! `PagePool::iovecs` and `AlignedBuf::index` register the pool's buffers with io_uring.
+//!
 //! See `docs/design.md` in the repository for the architecture and its invariants.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(
