@@ -166,6 +166,13 @@ impl Arena {
         Ok(if busy { Grow::Busy } else { Grow::Full })
     }
 
+    /// True once every chunk is `MAPPED`. The `Acquire` loads pair with the `Release` store of `MAPPED`, so every
+    /// chunk's base is visible to the caller afterwards (`slot_ptr` on any slot is then valid).
+    #[cfg_attr(not(all(feature = "io-uring", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn all_mapped(&self) -> bool {
+        self.chunks.iter().all(|c| c.state.load(Acquire) == MAPPED)
+    }
+
     /// Pooled slots mapped so far.
     pub(crate) fn mapped_slots(&self) -> usize {
         self.mapped_slots.load(Relaxed)

@@ -87,6 +87,12 @@ impl AlignedBuf {
         crate::policy::fill(self.ptr, self.len, 0);
     }
 
+    /// The pool slot index of a pooled buffer; `None` for an overflow buffer.
+    #[cfg_attr(not(all(feature = "io-uring", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn slot(&self) -> Option<u32> {
+        (self.mapping.is_none()).then_some(self.slot)
+    }
+
     /// True if this buffer came from the overflow path (its own mapping, unmapped on drop) rather than the pool.
     pub fn is_overflow(&self) -> bool {
         self.mapping.is_some()

@@ -103,6 +103,8 @@ pub struct PoolBuilder {
     pub(crate) class_capacities: Vec<(usize, usize)>,
     /// Bounds of a rejected `size_class_ladder`, reported by `build`.
     pub(crate) bad_ladder: Option<(usize, usize)>,
+    /// Direct I/O requirement folded into `buf_size` and `alignment` at build (see `dio.rs`).
+    pub(crate) direct_io: Option<crate::dio::DioAlign>,
 }
 
 /// The most size classes one pool accepts.
@@ -133,6 +135,7 @@ impl Default for PoolBuilder {
             size_classes: None,
             class_capacities: Vec::new(),
             bad_ladder: None,
+            direct_io: None,
         }
     }
 }
@@ -330,6 +333,9 @@ impl PoolBuilder {
 
     /// Checks every setting and derives the memory layout.
     pub(crate) fn layout(&self) -> Result<Layout, ConfigError> {
+        if let Some(resolved) = self.resolve_direct_io()? {
+            return resolved.layout();
+        }
         let page_size = sys::page_size();
         if self.buf_size == 0 {
             return Err(ConfigError::ZeroBufSize { page_size });

@@ -175,6 +175,14 @@ pub enum ConfigError {
     /// `idle_trim_after(Duration::ZERO)`.
     #[error("idle_trim_after is zero: give a period such as 60 s (or leave it unset to trim only on demand)")]
     ZeroIdleTrim,
+    /// [`PoolBuilder::for_direct_io`](crate::PoolBuilder::for_direct_io) could not learn the file's direct I/O
+    /// alignment, or the file cannot do direct I/O (`io::ErrorKind::Unsupported`, e.g. a file on tmpfs).
+    #[error("cannot use this file for direct I/O: {source}; put it on a file system with O_DIRECT support (ext4, xfs, ...) or build the pool without for_direct_io")]
+    DirectIo {
+        /// The error of [`dio::requirements`](crate::dio::requirements).
+        #[source]
+        source: io::Error,
+    },
     /// The OS refused to map the pool's memory at build time (with `prealloc(true)`).
     #[error("the OS refused to map {bytes} bytes for the pool: {source}")]
     Os {

@@ -24,6 +24,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! For O_DIRECT, [`dio::requirements`] asks the kernel what alignment a file needs and
+//! [`PoolBuilder::for_direct_io`] builds a pool whose every buffer meets it; with the `io-uring` feature (Linux),
+//! `PagePool::iovecs` and `AlignedBuf::index` register the pool's buffers with io_uring.
+//!
 //! See `docs/design.md` in the repository for the architecture and its invariants.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(
@@ -37,6 +41,7 @@ mod buf;
 mod cache;
 mod config;
 mod depot;
+pub mod dio;
 mod error;
 mod freelist;
 mod overflow;
@@ -45,6 +50,8 @@ mod pool;
 mod stats;
 mod sync;
 mod sys;
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+mod uring;
 
 #[cfg(all(test, loom))]
 mod loom_tests;
@@ -58,6 +65,8 @@ pub use config::{
 pub use error::{AcquireError, ConfigError};
 pub use pool::PagePool;
 pub use stats::PoolStats;
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+pub use uring::{RegisterError, MAX_REGISTERED_BUFFERS};
 
 /// The OS page size in bytes: every buffer is aligned to at least this and is a multiple of it.
 ///

@@ -716,6 +716,29 @@ impl PagePool {
         }
     }
 
+    /// Maps every chunk not mapped yet (faulting its pages in, as `prealloc` does at build) and puts its slots on
+    /// the freelist; returns once every chunk is mapped. For `iovecs` (`uring.rs`).
+    #[cfg_attr(not(all(feature = "io-uring", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn map_all_chunks(&self) -> std::io::Result<()> {
+        let inner = self.inner();
+        loop {
+            match inner.arena.grow(true, &inner.mem)? {
+                Grow::Grew(range) => range.for_each(|i| inner.free.push(i)),
+                // Full means every chunk is MAPPED; the Acquire loads make their bases visible here.
+                Grow::Full if inner.arena.all_mapped() => return Ok(()),
+                Grow::Full => crate::sync::yield_now(),
+                // Another thread is mapping the last chunk: wait for its system call.
+                Grow::Busy => crate::sync::yield_now(),
+            }
+        }
+    }
+
+    /// Address of pooled slot `slot`, whose chunk must be mapped. For `iovecs` (`uring.rs`).
+    #[cfg_attr(not(all(feature = "io-uring", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn slot_ptr(&self, slot: u32) -> NonNull<u8> {
+        self.inner().arena.slot_ptr(slot)
+    }
+
     /// Bytes per buffer of [`acquire`](Self::acquire) (the default class's, with size classes).
     pub fn buf_size(&self) -> usize {
         self.inner().arena.layout().buf_size

@@ -7,6 +7,7 @@
 //! | [`page_size`] | `sysconf(_SC_PAGESIZE)` | `GetSystemInfo().dwPageSize` | 4096 |
 //! | [`allocation_granularity`] | page size | `GetSystemInfo().dwAllocationGranularity` (64 KiB) | page size |
 //! | [`map`] | anonymous private `mmap` through memmap2 (`MAP_POPULATE` when asked) | `VirtualAlloc(MEM_RESERVE \| MEM_COMMIT, PAGE_READWRITE)` (pages touched when asked) | `Unsupported` |
+//! | [`dio`] (direct I/O alignment, `O_DIRECT`, `RLIMIT_MEMLOCK`) | `statx`, `BLKSSZGET`, sysfs, `fstatfs`, `getrlimit` on Linux | 4096 default, `Unsupported` | 4096 default, `Unsupported` |
 //! | drop of [`Mapping`] | `munmap` of the whole reservation | `VirtualFree(base, 0, MEM_RELEASE)` of the whole reservation | - |
 //! | [`map_with`] `hugetlb` | `MAP_HUGETLB` (Linux) | `Unsupported` | `Unsupported` |
 //! | [`advise`] | `madvise(MADV_DONTDUMP \| MADV_DONTFORK \| MADV_WIPEONFORK \| MADV_HUGEPAGE)` (Linux) | `Unsupported` | `Unsupported` |
@@ -31,6 +32,8 @@
 mod imp;
 
 pub(crate) use imp::Mapping;
+
+pub(crate) mod dio;
 
 use std::io;
 use std::ptr::NonNull;
