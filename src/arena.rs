@@ -9,6 +9,7 @@
 //! and it does the system call while holding nothing: other threads that find the freelist empty meanwhile grow
 //! another chunk or take the overflow path.
 
+use crate::budget::Budget;
 use crate::config::Layout;
 use crate::sync::{lock, AtomicPtr, AtomicU8, AtomicUsize, Mutex};
 use crate::sys::{self, Mapping};
@@ -90,8 +91,10 @@ impl Arena {
         unsafe { NonNull::new_unchecked(base.wrapping_add(offset)) }
     }
 
-    /// Maps one more chunk if one is still unmapped and nobody else is mapping it.
-    pub(crate) fn grow(&self, populate: bool) -> io::Result<Grow> {
+    /// Maps one more chunk if one is still unmapped, nobody else is mapping it, and its bytes fit in `budget`
+    /// (reserved before the `mmap`, given back if the OS refuses). A chunk over budget is left unmapped and
+    /// reported like the end of the table (`Full`, or `Busy` while another chunk is being mapped).
+    pub(crate) fn grow(&self, populate: bool, budget: &Budget) -> io::Result<Grow> {
         if self.mapped_chunks.load(Relaxed) == self.chunks.len() {
             return Ok(Grow::Full);
         }
@@ -115,13 +118,21 @@ impl Arena {
             }
             let slots = self.layout.chunk_slots(k);
             let len = slots * self.layout.stride;
+            let reserve = self.layout.chunk_reserved(k);
+            if !budget.try_reserve(reserve) {
+                chunk.state.store(EMPTY, Release);
+                tracing::trace!(target: "pagepool", chunk = k, bytes = reserve, "chunk does not fit max_bytes");
+                return Ok(if busy { Grow::Busy } else { Grow::Full });
+            }
             let mapping = match sys::map(len, self.layout.align, populate) {
                 Ok(m) => m,
                 Err(e) => {
                     chunk.state.store(EMPTY, Release);
+                    budget.give_back(reserve);
                     return Err(e);
                 }
             };
+            debug_assert_eq!(mapping.reserved(), reserve);
             let reserved = mapping.reserved();
             chunk.base.store(mapping.ptr().as_ptr(), Release);
             *lock(&chunk.mapping) = Some(mapping);

@@ -23,13 +23,20 @@ pub enum OverflowPolicy {
     Map,
     /// Return [`AcquireError::Exhausted`](crate::AcquireError::Exhausted) and change nothing.
     Fail,
+    /// Like [`Map`](Self::Map) while within [`PoolBuilder::max_bytes`] and [`PoolBuilder::max_overflow`]; at
+    /// that limit, [`PagePool::acquire_timeout`](crate::PagePool::acquire_timeout) (and `acquire_async` with
+    /// the `async` feature) wait for a buffer to be released, while plain
+    /// [`PagePool::acquire`](crate::PagePool::acquire) still never blocks and returns
+    /// [`AcquireError::Exhausted`](crate::AcquireError::Exhausted). Needs `max_bytes` or `max_overflow` (a
+    /// limit to wait at), else [`ConfigError::WaitWithoutLimit`](crate::ConfigError::WaitWithoutLimit).
+    Wait,
 }
 
 /// Builder for a [`PagePool`](crate::PagePool); start with [`PagePool::builder`](crate::PagePool::builder).
 ///
 /// Defaults: `buf_size` = [`page_size()`](crate::page_size), `capacity` = 1024, `alignment` = page size,
-/// [`OverflowPolicy::Map`], `max_overflow` = unlimited, `prealloc` = false, `thread_cache` = `min(64,
-/// capacity / 16)`.
+/// [`OverflowPolicy::Map`], `max_overflow` = unlimited, `max_bytes` = unlimited, `prealloc` = false,
+/// `thread_cache` = `min(64, capacity / 16)`.
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until .build() is called"]
 pub struct PoolBuilder {
@@ -40,6 +47,7 @@ pub struct PoolBuilder {
     pub(crate) max_overflow: usize,
     pub(crate) prealloc: bool,
     pub(crate) thread_cache: Option<usize>,
+    pub(crate) max_bytes: Option<usize>,
 }
 
 /// The default thread cache holds at most this many slots.
@@ -55,6 +63,7 @@ impl Default for PoolBuilder {
             max_overflow: usize::MAX,
             prealloc: false,
             thread_cache: None,
+            max_bytes: None,
         }
     }
 }
@@ -114,6 +123,43 @@ impl PoolBuilder {
     /// `threads x thread_cache`, or set 0 for strict accounting. Default: `min(64, capacity / 16)`.
     pub fn thread_cache(mut self, slots: usize) -> Self {
         self.thread_cache = Some(slots);
+        self
+    }
+
+    /// A hard cap on the bytes the pool maps from the OS at once: pooled chunks plus overflow buffers, each
+    /// counted by what it reserves (its length plus alignment slack; the same bytes as
+    /// [`PoolStats::mapped_bytes`](crate::PoolStats::mapped_bytes), which therefore never exceeds it).
+    ///
+    /// Chunks are mapped whole (at least 4 MiB each unless the pool is smaller) and kept until the pool is
+    /// dropped, so a chunk that would cross the budget is not mapped: the pool then holds fewer than
+    /// `capacity` pooled buffers, and the rest of the budget serves overflow buffers (under
+    /// [`OverflowPolicy::Map`] or [`OverflowPolicy::Wait`]), which give their bytes back when dropped. At the
+    /// budget, `acquire` returns [`AcquireError::Exhausted`](crate::AcquireError::Exhausted), and under
+    /// [`OverflowPolicy::Wait`] `acquire_timeout` waits. Checked by [`build`](Self::build):
+    /// [`ConfigError::BudgetTooSmall`](crate::ConfigError::BudgetTooSmall) when no mapping that could serve
+    /// a buffer fits, [`ConfigError::PreallocOverBudget`](crate::ConfigError::PreallocOverBudget) with
+    /// [`prealloc`](Self::prealloc) when the whole capacity does not fit. Default: unlimited.
+    ///
+    /// # Examples
+    /// ```
+    /// use pagepool::{AcquireError, OverflowPolicy, PagePool};
+    /// let page = pagepool::page_size();
+    /// // One pooled buffer (a one-slot chunk) plus room for one overflow buffer.
+    /// let pool = PagePool::builder()
+    ///     .buf_size(page)
+    ///     .capacity(1)
+    ///     .max_bytes(2 * page)
+    ///     .overflow(OverflowPolicy::Map)
+    ///     .build()
+    ///     .unwrap();
+    /// let a = pool.acquire().unwrap();
+    /// let b = pool.acquire().unwrap();
+    /// assert!(b.is_overflow());
+    /// assert!(matches!(pool.acquire(), Err(AcquireError::Exhausted { .. })));
+    /// assert_eq!(pool.stats().mapped_bytes, 2 * page);
+    /// ```
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.max_bytes = Some(bytes);
         self
     }
 
@@ -190,7 +236,7 @@ impl PoolBuilder {
         let slots_per_chunk = slots_per_chunk(stride, self.capacity, sys::allocation_granularity());
         let chunk_shift = slots_per_chunk.trailing_zeros();
         let chunks = self.capacity.div_ceil(slots_per_chunk);
-        Ok(Layout {
+        let layout = Layout {
             buf_size: self.buf_size,
             align,
             stride,
@@ -198,7 +244,49 @@ impl PoolBuilder {
             chunk_shift,
             chunks,
             thread_cache,
-        })
+        };
+        self.check_budget(&layout)?;
+        Ok(layout)
+    }
+
+    /// Checks `max_bytes` and `OverflowPolicy::Wait` against the layout, capacity, prealloc and max_overflow.
+    fn check_budget(&self, l: &Layout) -> Result<(), ConfigError> {
+        let overflow_allowed = self.overflow != OverflowPolicy::Fail && self.max_overflow > 0;
+        if self.overflow == OverflowPolicy::Wait
+            && self.max_bytes.is_none()
+            && self.max_overflow == usize::MAX
+        {
+            return Err(ConfigError::WaitWithoutLimit);
+        }
+        let Some(max_bytes) = self.max_bytes else {
+            return Ok(());
+        };
+        // The smallest mapping that can serve a buffer: the first chunk, or one overflow buffer.
+        let first_chunk = l.chunk_reserved(0);
+        let min_bytes = if overflow_allowed {
+            first_chunk.min(l.overflow_reserved())
+        } else {
+            first_chunk
+        };
+        if max_bytes < min_bytes {
+            return Err(ConfigError::BudgetTooSmall {
+                max_bytes,
+                min_bytes,
+                first_chunk,
+                overflow_buffer: overflow_allowed.then(|| l.overflow_reserved()),
+            });
+        }
+        if self.prealloc {
+            let prealloc_bytes =
+                (0..l.chunks).fold(0usize, |sum, k| sum.saturating_add(l.chunk_reserved(k)));
+            if prealloc_bytes > max_bytes {
+                return Err(ConfigError::PreallocOverBudget {
+                    max_bytes,
+                    prealloc_bytes,
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -243,6 +331,17 @@ impl Layout {
     pub(crate) fn chunk_slots(&self, k: usize) -> usize {
         let per = 1usize << self.chunk_shift;
         per.min(self.capacity - k * per)
+    }
+
+    /// Bytes chunk `k` reserves from the OS (counted against `max_bytes`): its slots plus alignment slack.
+    /// Cannot overflow: `layout` checked that the whole capacity plus one slack fits in `isize::MAX`.
+    pub(crate) fn chunk_reserved(&self, k: usize) -> usize {
+        self.chunk_slots(k) * self.stride + sys::align_slack(self.align)
+    }
+
+    /// Bytes one overflow buffer reserves from the OS (counted against `max_bytes`).
+    pub(crate) fn overflow_reserved(&self) -> usize {
+        self.buf_size + sys::align_slack(self.align)
     }
 }
 

@@ -32,7 +32,10 @@
     clippy::undocumented_unsafe_blocks
 )]
 
+#[cfg(any(feature = "async", loom))]
+mod acquire;
 mod arena;
+mod budget;
 mod buf;
 mod cache;
 mod config;
@@ -44,12 +47,15 @@ mod pool;
 mod stats;
 mod sync;
 mod sys;
+mod wait;
 
 #[cfg(all(test, loom))]
 mod loom_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
+#[cfg(feature = "async")]
+pub use acquire::Acquire;
 pub use buf::AlignedBuf;
 pub use config::{OverflowPolicy, PoolBuilder, MAX_CAPACITY};
 pub use error::{AcquireError, ConfigError};

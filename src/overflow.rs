@@ -3,7 +3,8 @@
 //! Overflow memory is page-granular OS memory, so it cannot fragment the malloc heap or the pool. The number of
 //! overflow buffers out at once is bounded by `max_overflow` through a permit count taken *before* the system
 //! call and given back *after* the unmap, so `mapped_bytes` never exceeds the configured bound. No lock is held
-//! across either system call.
+//! across either system call. The budget (`max_bytes`) is reserved with the permit and given back with it;
+//! while someone waits, a released permit and its bytes go straight to a waiter instead (`pool.rs`).
 
 use crate::error::AcquireError;
 use crate::stats::Counters;
@@ -57,32 +58,52 @@ impl Overflow {
         self.mapped_bytes.load(Relaxed)
     }
 
-    /// Maps one overflow buffer, or explains why not.
-    pub(crate) fn map(
-        &self,
-        counters: &Counters,
-        capacity: usize,
-    ) -> Result<Mapping, AcquireError> {
+    /// Bytes one overflow buffer reserves (its length plus alignment slack): what it counts against the budget.
+    pub(crate) fn reserve_bytes(&self) -> usize {
+        self.len + sys::align_slack(self.align)
+    }
+
+    /// Takes one permit if fewer than `max` are out. The caller maps with it ([`Self::map_with_permit`]) or
+    /// gives it back.
+    pub(crate) fn take_permit(&self) -> bool {
         let mut out = self.out.load(Relaxed);
         loop {
             if out >= self.max {
-                counters.exhausted.fetch_add(1, Relaxed);
-                return Err(AcquireError::Exhausted {
-                    capacity,
-                    overflow_in_use: out,
-                    max_overflow: self.max,
-                    policy: self.policy,
-                });
+                return false;
             }
             match self
                 .out
                 .compare_exchange_weak(out, out + 1, AcqRel, Relaxed)
             {
-                Ok(_) => break,
+                Ok(_) => return true,
                 Err(now) => out = now,
             }
         }
-        if out == 0 {
+    }
+
+    /// Gives back a permit taken with [`Self::take_permit`] (callers then run the waiters' wake check).
+    pub(crate) fn return_permit(&self) {
+        self.out.fetch_sub(1, AcqRel);
+    }
+
+    /// The `Exhausted` error for the current state (the caller counts it).
+    pub(crate) fn exhausted(&self, capacity: usize) -> AcquireError {
+        AcquireError::Exhausted {
+            capacity,
+            overflow_in_use: self.out.load(Relaxed),
+            max_overflow: self.max,
+            policy: self.policy,
+        }
+    }
+
+    /// Maps one overflow buffer for a permit (and its budget) the caller holds. On an OS refusal the caller
+    /// still holds both and must give them back.
+    pub(crate) fn map_with_permit(
+        &self,
+        counters: &Counters,
+        capacity: usize,
+    ) -> Result<Mapping, AcquireError> {
+        if self.out.load(Relaxed) == 1 {
             self.warn_started(capacity);
         }
         match sys::map(self.len, self.align, false) {
@@ -93,7 +114,6 @@ impl Overflow {
                 Ok(m)
             }
             Err(source) => {
-                self.out.fetch_sub(1, AcqRel);
                 counters.os_errors.fetch_add(1, Relaxed);
                 tracing::error!(target: "pagepool", bytes = self.len, error = %source, "overflow mmap failed");
                 Err(AcquireError::Os {
@@ -104,13 +124,13 @@ impl Overflow {
         }
     }
 
-    /// Unmaps an overflow buffer and gives its permit back.
-    pub(crate) fn unmap(&self, m: Mapping, counters: &Counters) {
+    /// Unmaps an overflow buffer. Its permit and budget stay with the caller, who hands them to a waiter or
+    /// gives them back.
+    pub(crate) fn unmap_keep_permit(&self, m: Mapping, counters: &Counters) {
         let reserved = m.reserved();
         drop(m);
         self.mapped_bytes.fetch_sub(reserved, Relaxed);
         counters.overflow_unmaps.fetch_add(1, Relaxed);
-        self.out.fetch_sub(1, AcqRel);
         tracing::debug!(target: "pagepool", bytes = reserved, "unmapped overflow buffer");
     }
 

@@ -1,6 +1,7 @@
 //! [`PagePool`]: the shared pool and its acquire/release paths.
 
 use crate::arena::{Arena, Grow};
+use crate::budget::Budget;
 use crate::buf::AlignedBuf;
 use crate::cache::{self, CacheStats};
 use crate::config::{Layout, PoolBuilder};
@@ -11,12 +12,14 @@ use crate::overflow::Overflow;
 use crate::stats::{Counters, PoolStats};
 use crate::sync::{Arc, AtomicUsize};
 use crate::sys::Mapping;
+use crate::wait::{Grant, Waiters, Wake};
 use crate::OverflowPolicy;
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
 use std::sync::Arc as StdArc;
+use std::time::{Duration, Instant};
 
 /// `Inner::state` bit set once the last `PagePool` handle is gone.
 const CLOSING: usize = 1;
@@ -129,6 +132,12 @@ pub(crate) struct Inner {
     caches: Registry,
     /// Cache hits of caches that have gone.
     retired_hits: StdAtomicU64,
+    /// The byte budget (`max_bytes`) of chunks and overflow buffers.
+    budget: Budget,
+    /// `OverflowPolicy::Wait`: only such a pool ever has waiters, so only its releases run the wake check.
+    pub(crate) waitable: bool,
+    /// Threads and tasks waiting at the limit. `waiters.any()` is the one word every release reads.
+    pub(crate) waiters: Waiters,
 }
 
 #[cfg(loom)]
@@ -205,14 +214,104 @@ impl Inner {
         // SAFETY: the buffer's reference keeps Inner alive.
         let inner = unsafe { this.as_ref() };
         // No `is_closing` load here: a cache refuses entries for a closing pool, and every cache operation
-        // first sweeps away the entries of pools closed since its last look (`cache.rs`), so the release
-        // path reads no line that other threads write.
+        // first sweeps away the entries of pools closed since its last look (`cache.rs`). The one shared word
+        // read is the waiter count, written only when a waiter comes or goes.
+        if inner.waiters.any() {
+            // SAFETY: forwarded from our caller.
+            unsafe { Inner::release_to_waiter(this, slot) };
+            return;
+        }
         if inner.cache_size > 0 && cache::release(this, slot) {
             return;
         }
         inner.free.push(slot);
+        if inner.waitable {
+            inner.after_release();
+        }
         // SAFETY: the slot is back in the freelist; this is the buffer's reference.
         unsafe { Inner::release_refs(this, 1) };
+    }
+
+    /// `release` while someone waits: bypass the thread cache and hand the slot (with its reference) to the
+    /// front waiter, or, if the queue emptied meanwhile, put it on the freelist and run the wake check.
+    ///
+    /// # Safety
+    /// As for [`Inner::release`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn release_to_waiter(this: NonNull<Inner>, slot: u32) {
+        // SAFETY: the buffer's reference keeps Inner alive.
+        let inner = unsafe { this.as_ref() };
+        if inner.waiters.offer(Grant::Slot(slot)).is_ok() {
+            return;
+        }
+        inner.free.push(slot);
+        inner.after_release();
+        // SAFETY: the slot is back in the freelist; this is the buffer's reference.
+        unsafe { Inner::release_refs(this, 1) };
+    }
+
+    /// The releaser's half of the wake handshake (`wait.rs`), after making a buffer, a permit or budget
+    /// available: fence, then serve waiters if there are any. Needs a caller that holds a reference.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn after_release(&self) {
+        crate::sync::fence(SeqCst);
+        if self.waiters.any() {
+            self.serve();
+        }
+    }
+
+    /// Hands whatever is available to queued waiters, front first.
+    fn serve(&self) {
+        self.waiters.serve(|| self.take_for_waiter());
+    }
+
+    /// One grant for a waiter, without blocking or calling the OS: an idle slot (freelist, then a depot
+    /// magazine, whose other slots go to the freelist) with a reference taken for it, or an overflow permit
+    /// with its budget.
+    fn take_for_waiter(&self) -> Option<Grant> {
+        let slot = self.free.pop().or_else(|| {
+            let d = self.depot.as_ref()?;
+            let mut slots = Vec::new();
+            if !d.take(&mut slots) {
+                return None;
+            }
+            let first = slots.pop();
+            slots.into_iter().for_each(|s| self.free.push(s));
+            first
+        });
+        if let Some(slot) = slot {
+            // A waiter holds a handle, so the count cannot be zero here.
+            self.add_refs(1);
+            return Some(Grant::Slot(slot));
+        }
+        self.reserve_overflow().then_some(Grant::Permit)
+    }
+
+    /// Takes an overflow permit and its bytes of budget, both or neither.
+    fn reserve_overflow(&self) -> bool {
+        if !self.overflow.take_permit() {
+            return false;
+        }
+        if self.budget.try_reserve(self.overflow.reserve_bytes()) {
+            return true;
+        }
+        self.overflow.return_permit();
+        false
+    }
+
+    /// Gives back an overflow permit and its budget: to the front waiter if there is one, else to the pool
+    /// (then the wake check). Needs a caller that holds a reference.
+    fn give_back_permit(&self) {
+        if self.waiters.any() && self.waiters.offer(Grant::Permit).is_ok() {
+            return;
+        }
+        self.overflow.return_permit();
+        self.budget.give_back(self.overflow.reserve_bytes());
+        if self.waitable {
+            self.after_release();
+        }
     }
 
     /// Unmaps an overflow buffer and drops its reference.
@@ -222,8 +321,9 @@ impl Inner {
     pub(crate) unsafe fn release_overflow(this: NonNull<Inner>, m: Mapping) {
         // SAFETY: the buffer's reference keeps Inner alive.
         let inner = unsafe { this.as_ref() };
-        inner.overflow.unmap(m, &inner.counters);
-        // SAFETY: the mapping is gone; this is the buffer's reference.
+        inner.overflow.unmap_keep_permit(m, &inner.counters);
+        inner.give_back_permit();
+        // SAFETY: the mapping is gone and its permit passed on; this is the buffer's reference.
         unsafe { Inner::release_refs(this, 1) };
     }
 }
@@ -248,6 +348,9 @@ impl PagePool {
             trim_epoch: StdAtomicU64::new(0),
             caches: Registry::default(),
             retired_hits: StdAtomicU64::new(0),
+            budget: Budget::new(b.max_bytes),
+            waitable: b.overflow == OverflowPolicy::Wait,
+            waiters: Waiters::new(),
         });
         let pool = PagePool {
             handle: Arc::new(Handle {
@@ -257,7 +360,7 @@ impl PagePool {
         if b.prealloc {
             let inner = pool.inner();
             loop {
-                match inner.arena.grow(true) {
+                match inner.arena.grow(true, &inner.budget) {
                     Ok(Grow::Grew(range)) => range.for_each(|i| inner.free.push(i)),
                     Ok(Grow::Busy | Grow::Full) => break,
                     Err(source) => {
@@ -315,6 +418,211 @@ impl PagePool {
         self.acquire_slow()
     }
 
+    #[cold]
+    fn acquire_slow(&self) -> Result<AlignedBuf, AcquireError> {
+        match self.take_slow()? {
+            Some(b) => Ok(b),
+            None => Err(self.exhausted()),
+        }
+    }
+
+    /// Counts and builds the `Exhausted` error.
+    fn exhausted(&self) -> AcquireError {
+        let inner = self.inner();
+        inner.counters.exhausted.fetch_add(1, Relaxed);
+        inner.overflow.exhausted(inner.arena.layout().capacity)
+    }
+
+    /// Takes a buffer like `acquire` without counting a refusal: `Ok(None)` at the limit.
+    fn take(&self) -> Result<Option<AlignedBuf>, AcquireError> {
+        let inner = self.inner();
+        if inner.cache_size > 0 {
+            if let Some(slot) = cache::acquire(self.handle.inner) {
+                return Ok(Some(self.buf(slot)));
+            }
+        }
+        self.take_slow()
+    }
+
+    /// Takes a buffer, waiting at most `timeout` for one to be released when the pool is at its limit under
+    /// [`OverflowPolicy::Wait`].
+    ///
+    /// Below the limit this is [`acquire`](Self::acquire) (pooled buffer, new chunk, or overflow buffer within
+    /// `max_overflow` and `max_bytes`). At the limit it queues the calling thread and parks it; every release
+    /// while anyone waits (a pooled buffer dropped on any thread, an overflow buffer unmapped, a thread cache
+    /// flushed) hands its buffer, or its overflow permit and bytes, straight to the longest-waiting caller, so a
+    /// waiter is never overtaken once woken. Releases skip thread caches while anyone waits, and the first
+    /// waiter asks every thread cache to flush at its thread's next pool operation (buffers resting in the cache
+    /// of a thread that makes no further pool operation stay there until that thread exits, as with
+    /// [`trim`](Self::trim)). Under [`OverflowPolicy::Map`] and [`OverflowPolicy::Fail`] it never waits and
+    /// returns what `acquire` returns.
+    ///
+    /// # Errors
+    /// - [`AcquireError::Timeout`] when `timeout` passed with nothing released to this caller (a debug event is
+    ///   logged). Nothing changed but the `timeouts` counter; a zero timeout makes one attempt and one check.
+    /// - [`AcquireError::Exhausted`] at the limit under `Map` or `Fail` (not `Wait`).
+    /// - [`AcquireError::Os`] when the OS refuses to map a chunk or an overflow buffer.
+    ///
+    /// # Examples
+    /// ```
+    /// use pagepool::{AcquireError, OverflowPolicy, PagePool};
+    /// use std::time::Duration;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = PagePool::builder()
+    ///     .capacity(1)
+    ///     .max_overflow(0)
+    ///     .overflow(OverflowPolicy::Wait)
+    ///     .build()?;
+    /// let held = pool.acquire()?;
+    /// // At the limit: plain acquire never blocks, acquire_timeout waits.
+    /// assert!(matches!(pool.acquire(), Err(AcquireError::Exhausted { .. })));
+    /// assert!(matches!(
+    ///     pool.acquire_timeout(Duration::from_millis(10)),
+    ///     Err(AcquireError::Timeout { .. })
+    /// ));
+    /// std::thread::scope(|s| {
+    ///     s.spawn(move || drop(held)); // released on another thread: wakes the waiter
+    ///     let buf = pool.acquire_timeout(Duration::from_secs(60)).unwrap();
+    ///     assert!(!buf.is_overflow());
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<AlignedBuf, AcquireError> {
+        let start = Instant::now();
+        let inner = self.inner();
+        if let Some(b) = self.take_or_exhausted()? {
+            return Ok(b);
+        }
+        // `None`: a timeout too large to represent is no deadline at all.
+        let deadline = start.checked_add(timeout);
+        let id = match self.register(Wake::Thread(crate::sync::current()))? {
+            Ok(b) => return Ok(b),
+            Err(id) => id,
+        };
+        loop {
+            if let Some(g) = inner.waiters.poll(id, None) {
+                return self.grant_to_buf(g);
+            }
+            #[cfg(not(loom))]
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                // A grant that raced the deadline is used rather than passed on.
+                if let Some(g) = inner.waiters.cancel(id) {
+                    return self.grant_to_buf(g);
+                }
+                let waited = start.elapsed();
+                inner.counters.timeouts.fetch_add(1, Relaxed);
+                tracing::debug!(target: "pagepool", ?waited, waiters = inner.waiters.len(), "waiter timed out");
+                return Err(AcquireError::Timeout { waited });
+            }
+            crate::sync::park_until(deadline);
+        }
+    }
+
+    /// `take`, but a refusal outside `OverflowPolicy::Wait` is the counted `Exhausted` error: `Ok(None)` means
+    /// "at the limit, wait".
+    pub(crate) fn take_or_exhausted(&self) -> Result<Option<AlignedBuf>, AcquireError> {
+        match self.take()? {
+            Some(b) => Ok(Some(b)),
+            None if self.inner().waitable => Ok(None),
+            None => Err(self.exhausted()),
+        }
+    }
+
+    #[cfg(any(feature = "async", loom))]
+    pub(crate) fn waiters(&self) -> &Waiters {
+        &self.inner().waiters
+    }
+
+    /// Takes a buffer, waiting without a thread when the pool is at its limit under [`OverflowPolicy::Wait`]
+    /// (cargo feature `async`). Runtime-agnostic: the returned [`Acquire`](crate::Acquire) future only uses
+    /// the task's `Waker`, so it runs on any executor.
+    ///
+    /// Behaves like [`acquire_timeout`](Self::acquire_timeout) without a deadline: the same queue, hand-off
+    /// and cache bypass. Wrap it in your runtime's timeout to bound the wait; dropping the future cancels it
+    /// safely (a buffer handed to it meanwhile goes to the next waiter).
+    ///
+    /// # Errors
+    /// - [`AcquireError::Exhausted`] at the limit under `Map` or `Fail` (it waits only under `Wait`).
+    /// - [`AcquireError::Os`] when the OS refuses to map a chunk or an overflow buffer.
+    ///
+    /// # Examples
+    /// ```
+    /// use pagepool::{OverflowPolicy, PagePool};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = PagePool::builder()
+    ///     .capacity(1)
+    ///     .max_overflow(0)
+    ///     .overflow(OverflowPolicy::Wait)
+    ///     .build()?;
+    /// let held = pool.acquire()?;
+    /// std::thread::scope(|s| {
+    ///     s.spawn(move || drop(held)); // wakes the task below
+    ///     let buf = futures::executor::block_on(pool.acquire_async()).unwrap();
+    ///     assert_eq!(buf.len(), pool.buf_size());
+    /// });
+    /// # Ok(()) }
+    /// ```
+    #[cfg(any(feature = "async", loom))]
+    pub fn acquire_async(&self) -> crate::acquire::Acquire<'_> {
+        crate::acquire::Acquire::new(self)
+    }
+
+    /// Queues a waiter after a failed `take`, and looks once more (the waiter's half of the wake handshake).
+    /// `Ok(Ok(buf))`: that look found one (the registration is withdrawn, and a grant that raced in is passed
+    /// on); `Ok(Err(id))`: queued as `id`.
+    pub(crate) fn register(&self, wake: Wake) -> Result<Result<AlignedBuf, u64>, AcquireError> {
+        let inner = self.inner();
+        let (id, first) = inner.waiters.register(wake);
+        if first && inner.cache_size > 0 {
+            // Idle buffers resting in thread caches: flush them at each thread's next pool operation.
+            inner.trim_epoch.fetch_add(1, Relaxed);
+            cache::bump_sweep_epoch();
+        }
+        tracing::trace!(target: "pagepool", waiters = inner.waiters.len(), "waiting at the pool's limit");
+        let found = match self.take() {
+            Ok(None) => return Ok(Err(id)),
+            Ok(Some(b)) => Ok(b),
+            Err(e) => Err(e),
+        };
+        if let Some(g) = inner.waiters.cancel(id) {
+            self.give_back(g);
+        }
+        found.map(Ok)
+    }
+
+    /// Turns a grant into a buffer (mapping the overflow buffer a permit stands for).
+    pub(crate) fn grant_to_buf(&self, g: Grant) -> Result<AlignedBuf, AcquireError> {
+        let inner = self.inner();
+        match g {
+            Grant::Slot(slot) => {
+                inner.counters.hit();
+                Ok(self.buf(slot))
+            }
+            Grant::Permit => match inner
+                .overflow
+                .map_with_permit(&inner.counters, self.capacity())
+            {
+                Ok(m) => {
+                    inner.add_refs(1);
+                    Ok(AlignedBuf::overflow(self.handle.inner, m))
+                }
+                Err(e) => {
+                    inner.give_back_permit();
+                    Err(e)
+                }
+            },
+        }
+    }
+
+    /// Releases a grant its waiter will not use (cancelled), which passes it to the next waiter.
+    pub(crate) fn give_back(&self, g: Grant) {
+        match g {
+            // SAFETY: a slot grant carries one reference, like a buffer; we hold a handle besides.
+            Grant::Slot(slot) => unsafe { Inner::release(self.handle.inner, slot) },
+            Grant::Permit => self.inner().give_back_permit(),
+        }
+    }
+
     #[inline]
     fn inner(&self) -> &Inner {
         // SAFETY: the handle holds a reference on Inner for as long as `self` lives.
@@ -339,11 +647,12 @@ impl PagePool {
         self.buf(slot)
     }
 
+    /// Everything `acquire` does past the thread cache; `Ok(None)` at the limit, nothing counted.
     #[cold]
-    fn acquire_slow(&self) -> Result<AlignedBuf, AcquireError> {
+    fn take_slow(&self) -> Result<Option<AlignedBuf>, AcquireError> {
         let inner = self.inner();
         if let Some(slot) = inner.free.pop() {
-            return Ok(self.pooled(slot));
+            return Ok(Some(self.pooled(slot)));
         }
         // The thread cache was unavailable (thread exit) or empty and the freelist is empty: idle slots may
         // still sit in full magazines. Take one, keep a slot, and leave the rest on the freelist.
@@ -351,29 +660,41 @@ impl PagePool {
             let mut slots = Vec::new();
             if d.take(&mut slots) {
                 let first = slots.pop();
+                let rest = !slots.is_empty();
                 slots.into_iter().for_each(|s| inner.free.push(s));
+                if rest && inner.waitable {
+                    // Slots in transit from the depot were invisible to a waiter's look meanwhile.
+                    inner.after_release();
+                }
                 if let Some(first) = first {
-                    return Ok(self.pooled(first));
+                    return Ok(Some(self.pooled(first)));
                 }
             }
         }
         loop {
-            match inner.arena.grow(false) {
+            match inner.arena.grow(false, &inner.budget) {
                 Ok(Grow::Grew(range)) => {
                     let first = range.start;
                     (first + 1..range.end).for_each(|i| inner.free.push(i));
-                    return Ok(self.pooled(first));
+                    if range.len() > 1 && inner.waitable {
+                        inner.after_release();
+                    }
+                    return Ok(Some(self.pooled(first)));
                 }
                 Ok(Grow::Full) => break,
                 // Another thread is inside mmap for the last unclaimed chunk. Capacity is not reached, so
                 // waiting for that one system call to finish beats a spurious overflow or `Exhausted`.
                 Ok(Grow::Busy) => {
                     if let Some(slot) = inner.free.pop() {
-                        return Ok(self.pooled(slot));
+                        return Ok(Some(self.pooled(slot)));
                     }
                     crate::sync::yield_now();
                 }
                 Err(source) => {
+                    if inner.waitable {
+                        // The chunk's budget came back.
+                        inner.after_release();
+                    }
                     inner.counters.os_errors.fetch_add(1, Relaxed);
                     let l = inner.arena.layout();
                     let bytes = l.chunk_slots(0) * l.stride;
@@ -382,15 +703,15 @@ impl PagePool {
                 }
             }
         }
-        // Every chunk is mapped: a release may have refilled the freelist since our first look.
+        // Every chunk is mapped (or the next one is over budget): a release may have refilled the freelist
+        // since our first look.
         if let Some(slot) = inner.free.pop() {
-            return Ok(self.pooled(slot));
+            return Ok(Some(self.pooled(slot)));
         }
-        let mapping = inner
-            .overflow
-            .map(&inner.counters, inner.arena.layout().capacity)?;
-        inner.add_refs(1);
-        Ok(AlignedBuf::overflow(self.handle.inner, mapping))
+        if !inner.reserve_overflow() {
+            return Ok(None);
+        }
+        self.grant_to_buf(Grant::Permit).map(Some)
     }
 
     /// Flushes idle buffers out of thread caches back to the shared freelist: this thread's cache now, every
@@ -430,6 +751,7 @@ impl PagePool {
         let overflow_maps = c.overflow_maps.load(Relaxed);
         let exhausted = c.exhausted.load(Relaxed);
         let os_errors = c.os_errors.load(Relaxed);
+        let timeouts = c.timeouts.load(Relaxed);
         PoolStats {
             capacity: inner.arena.layout().capacity,
             buf_size: inner.arena.layout().buf_size,
@@ -438,12 +760,14 @@ impl PagePool {
             cached: cached.min(idle),
             in_use: pooled - idle,
             overflow_in_use: inner.overflow.in_use(),
-            acquires: pool_hits + overflow_maps + exhausted + os_errors,
+            acquires: pool_hits + overflow_maps + exhausted + os_errors + timeouts,
             pool_hits,
             overflow_maps,
             overflow_unmaps: c.overflow_unmaps.load(Relaxed),
             exhausted,
             os_errors,
+            timeouts,
+            waiters: inner.waiters.len(),
             chunks: inner.arena.mapped_chunks(),
             mapped_bytes: inner.arena.mapped_bytes() + inner.overflow.mapped_bytes(),
         }
@@ -472,6 +796,19 @@ impl PagePool {
     /// The overflow policy.
     pub fn overflow_policy(&self) -> OverflowPolicy {
         self.inner().overflow.policy
+    }
+
+    /// The byte budget set with [`PoolBuilder::max_bytes`], if any.
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = pagepool::PagePool::builder().capacity(4).build().unwrap();
+    /// assert_eq!(pool.max_bytes(), None);
+    /// let pool = pagepool::PagePool::builder().capacity(4).max_bytes(64 << 20).build().unwrap();
+    /// assert_eq!(pool.max_bytes(), Some(64 << 20));
+    /// ```
+    pub fn max_bytes(&self) -> Option<usize> {
+        self.inner().budget.max()
     }
 }
 
@@ -505,6 +842,7 @@ impl fmt::Debug for PagePool {
             .field("capacity", &l.capacity)
             .field("overflow", &self.inner().overflow.policy)
             .field("max_overflow", &self.inner().overflow.max)
+            .field("max_bytes", &self.max_bytes())
             .field("thread_cache", &self.inner().cache_size)
             .field("stats", &self.stats())
             .finish()
