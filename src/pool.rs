@@ -420,6 +420,11 @@ impl PagePool {
 
     #[cold]
     fn acquire_slow(&self) -> Result<AlignedBuf, AcquireError> {
+        // The shared freelist first, as in `take_slow`, but without its `Option` layer: this is the whole
+        // acquire path of a pool without thread caches.
+        if let Some(slot) = self.inner().free.pop() {
+            return Ok(self.pooled(slot));
+        }
         match self.take_slow()? {
             Some(b) => Ok(b),
             None => Err(self.exhausted()),
