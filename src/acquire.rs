@@ -17,6 +17,21 @@ use std::task::{Context, Poll};
 /// Dropping it while it waits (cancellation) withdraws it from the queue; a buffer that was handed to it in
 /// the meantime is passed on to the next waiter, so cancelling never loses a buffer or a wake-up. Polling it
 /// again after it has completed starts a fresh acquisition.
+///
+/// # Examples
+/// ```
+/// use pagepool::{OverflowPolicy, PagePool};
+/// use std::future::Future;
+/// use std::task::{Context, Poll};
+/// let pool = PagePool::builder().capacity(1).max_overflow(0).overflow(OverflowPolicy::Wait).build().unwrap();
+/// let held = pool.acquire().unwrap();
+/// let mut fut = Box::pin(pool.acquire_async());
+/// let waker = futures::task::noop_waker();
+/// assert!(fut.as_mut().poll(&mut Context::from_waker(&waker)).is_pending()); // queued
+/// assert_eq!(pool.stats().waiters, 1);
+/// drop(held); // handed to the future
+/// assert!(matches!(fut.as_mut().poll(&mut Context::from_waker(&waker)), Poll::Ready(Ok(_))));
+/// ```
 #[must_use = "futures do nothing unless awaited or polled"]
 pub struct Acquire<'a> {
     pool: &'a PagePool,

@@ -823,8 +823,10 @@ impl PoolBuilder {
     ///
     /// # Errors
     /// A [`ConfigError`] naming the setting to change: zero or non-page-multiple `buf_size`, bad `alignment`,
-    /// zero or too large `capacity`, a total size past `isize::MAX`, or [`ConfigError::Os`] when the OS refuses
-    /// the preallocated memory (nothing stays mapped then).
+    /// zero or too large `capacity`, a total size past `isize::MAX`, a `max_bytes` that cannot hold one mapping
+    /// ([`ConfigError::BudgetTooSmall`]) or the preallocated capacity ([`ConfigError::PreallocOverBudget`]),
+    /// [`OverflowPolicy::Wait`] without a limit ([`ConfigError::WaitWithoutLimit`]), or [`ConfigError::Os`]
+    /// when the OS refuses the preallocated memory (nothing stays mapped then).
     ///
     /// # Examples
     /// ```
