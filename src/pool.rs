@@ -464,7 +464,7 @@ impl PagePool {
     ///
     /// # Errors
     /// - [`AcquireError::Timeout`] when `timeout` passed with nothing released to this caller (a debug event is
-    ///   logged). Nothing changed but the `timeouts` counter; a zero timeout makes one attempt and one check.
+    ///   logged). Nothing changed but the `timeouts` counter; a zero timeout never parks.
     /// - [`AcquireError::Exhausted`] at the limit under `Map` or `Fail` (not `Wait`).
     /// - [`AcquireError::Os`] when the OS refuses to map a chunk or an overflow buffer.
     ///
