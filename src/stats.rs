@@ -98,7 +98,7 @@ pub struct PoolStats {
     /// Overflow buffers held by callers.
     pub overflow_in_use: usize,
     /// `acquire`, `acquire_timeout` and `acquire_async` calls so far, successful or not (a call that waited
-    /// counts once).
+    /// counts once; an `acquire_async` future dropped while waiting counts nothing).
     pub acquires: u64,
     /// Acquires served from pooled memory.
     pub pool_hits: u64,

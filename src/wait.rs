@@ -118,14 +118,17 @@ impl Waiters {
         if let Some(p) = l.granted.iter().position(|(g, _)| *g == id) {
             return Some(l.granted.swap_remove(p).1);
         }
+        let mut old = None;
         if let Some(w) = waker {
             if let Some(q) = l.queue.iter_mut().find(|q| q.id == id) {
-                match &mut q.wake {
-                    Wake::Task(old) if old.will_wake(w) => {}
-                    other => *other = Wake::Task(w.clone()),
+                if !matches!(&q.wake, Wake::Task(cur) if cur.will_wake(w)) {
+                    old = Some(std::mem::replace(&mut q.wake, Wake::Task(w.clone())));
                 }
             }
         }
+        drop(l);
+        // Dropped outside the lock: dropping a waker may run foreign code (even a release into this pool).
+        drop(old);
         None
     }
 
@@ -134,8 +137,11 @@ impl Waiters {
     pub(crate) fn cancel(&self, id: u64) -> Option<Grant> {
         let mut l = lock(&self.list);
         if let Some(p) = l.queue.iter().position(|q| q.id == id) {
-            l.queue.remove(p);
+            let entry = l.queue.remove(p);
             self.count.fetch_sub(1, Relaxed);
+            drop(l);
+            // Its waker is dropped outside the lock, as in `poll`.
+            drop(entry);
             return None;
         }
         let p = l.granted.iter().position(|(g, _)| *g == id)?;
