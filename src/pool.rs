@@ -215,8 +215,9 @@ impl Inner {
         let inner = unsafe { this.as_ref() };
         // No `is_closing` load here: a cache refuses entries for a closing pool, and every cache operation
         // first sweeps away the entries of pools closed since its last look (`cache.rs`). The one shared word
-        // read is the waiter count, written only when a waiter comes or goes.
-        if inner.waiters.any() {
+        // read is the waiter count, written only when a waiter comes or goes, and only by `Wait` pools (the
+        // flag beside `cache_size` is never written, and keeps the other pools' loom models unchanged).
+        if inner.waitable && inner.waiters.any() {
             // SAFETY: forwarded from our caller.
             unsafe { Inner::release_to_waiter(this, slot) };
             return;
