@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 #[derive(Debug)]
 pub(crate) struct Budget {
-    /// The cap; `usize::MAX` when unlimited.
-    max: usize,
+    /// The cap, if one was set.
+    max: Option<usize>,
     /// Bytes reserved now: mapped, or about to be mapped by a thread inside `mmap`.
     used: AtomicUsize,
 }
@@ -15,22 +15,27 @@ pub(crate) struct Budget {
 impl Budget {
     pub(crate) fn new(max: Option<usize>) -> Self {
         Budget {
-            max: max.unwrap_or(usize::MAX),
+            max,
             used: AtomicUsize::new(0),
         }
     }
 
     /// The cap, if one was set.
     pub(crate) fn max(&self) -> Option<usize> {
-        (self.max != usize::MAX).then_some(self.max)
+        self.max
     }
 
     /// Reserves `bytes` if they fit under the cap. Relaxed is enough: the count guards nothing but itself (the
     /// mapping that follows is published through the chunk state or the buffer handle).
     pub(crate) fn try_reserve(&self, bytes: usize) -> bool {
+        let Some(max) = self.max else {
+            // Unlimited: nothing to count (mapped bytes are tracked by the arena and the overflow path). This
+            // also keeps the loom models of budget-less pools free of one more atomic.
+            return true;
+        };
         let mut used = self.used.load(Relaxed);
         loop {
-            let Some(new) = used.checked_add(bytes).filter(|&n| n <= self.max) else {
+            let Some(new) = used.checked_add(bytes).filter(|&n| n <= max) else {
                 return false;
             };
             match self.used.compare_exchange_weak(used, new, Relaxed, Relaxed) {
@@ -43,6 +48,9 @@ impl Budget {
     /// Gives back bytes reserved with `try_reserve`. Callers that may have waiters follow it with the wake check
     /// (`Inner::after_release`).
     pub(crate) fn give_back(&self, bytes: usize) {
+        if self.max.is_none() {
+            return;
+        }
         self.used.fetch_sub(bytes, Relaxed);
     }
 }

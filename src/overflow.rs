@@ -63,19 +63,19 @@ impl Overflow {
         self.len + sys::align_slack(self.align)
     }
 
-    /// Takes one permit if fewer than `max` are out. The caller maps with it ([`Self::map_with_permit`]) or
-    /// gives it back.
-    pub(crate) fn take_permit(&self) -> bool {
+    /// Takes one permit if fewer than `max` are out, returning how many were out before. The caller maps with
+    /// it ([`Self::map_with_permit`]) or gives it back.
+    pub(crate) fn take_permit(&self) -> Option<usize> {
         let mut out = self.out.load(Relaxed);
         loop {
             if out >= self.max {
-                return false;
+                return None;
             }
             match self
                 .out
                 .compare_exchange_weak(out, out + 1, AcqRel, Relaxed)
             {
-                Ok(_) => return true,
+                Ok(_) => return Some(out),
                 Err(now) => out = now,
             }
         }
@@ -98,14 +98,7 @@ impl Overflow {
 
     /// Maps one overflow buffer for a permit (and its budget) the caller holds. On an OS refusal the caller
     /// still holds both and must give them back.
-    pub(crate) fn map_with_permit(
-        &self,
-        counters: &Counters,
-        capacity: usize,
-    ) -> Result<Mapping, AcquireError> {
-        if self.out.load(Relaxed) == 1 {
-            self.warn_started(capacity);
-        }
+    pub(crate) fn map_with_permit(&self, counters: &Counters) -> Result<Mapping, AcquireError> {
         match sys::map(self.len, self.align, false) {
             Ok(m) => {
                 self.mapped_bytes.fetch_add(m.reserved(), Relaxed);
@@ -135,7 +128,7 @@ impl Overflow {
     }
 
     /// Warns that overflow began after a quiet spell, at most once per `WARN_INTERVAL_MS`.
-    fn warn_started(&self, capacity: usize) {
+    pub(crate) fn warn_started(&self, capacity: usize) {
         let now = self.created.elapsed().as_millis() as u64 + 1;
         let last = self.last_warn.load(Relaxed);
         if (last == 0 || now.saturating_sub(last) >= WARN_INTERVAL_MS)

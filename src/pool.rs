@@ -287,25 +287,23 @@ impl Inner {
             self.add_refs(1);
             return Some(Grant::Slot(slot));
         }
-        self.reserve_overflow().then_some(Grant::Permit)
+        self.reserve_overflow().map(|_| Grant::Permit)
     }
 
-    /// Takes an overflow permit and its bytes of budget, both or neither.
-    fn reserve_overflow(&self) -> bool {
-        if !self.overflow.take_permit() {
-            return false;
-        }
+    /// Takes an overflow permit and its bytes of budget, both or neither; `Some(overflow buffers out before)`.
+    fn reserve_overflow(&self) -> Option<usize> {
+        let before = self.overflow.take_permit()?;
         if self.budget.try_reserve(self.overflow.reserve_bytes()) {
-            return true;
+            return Some(before);
         }
         self.overflow.return_permit();
-        false
+        None
     }
 
     /// Gives back an overflow permit and its budget: to the front waiter if there is one, else to the pool
     /// (then the wake check). Needs a caller that holds a reference.
     fn give_back_permit(&self) {
-        if self.waiters.any() && self.waiters.offer(Grant::Permit).is_ok() {
+        if self.waitable && self.waiters.any() && self.waiters.offer(Grant::Permit).is_ok() {
             return;
         }
         self.overflow.return_permit();
@@ -604,10 +602,7 @@ impl PagePool {
                 inner.counters.hit();
                 Ok(self.buf(slot))
             }
-            Grant::Permit => match inner
-                .overflow
-                .map_with_permit(&inner.counters, self.capacity())
-            {
+            Grant::Permit => match inner.overflow.map_with_permit(&inner.counters) {
                 Ok(m) => {
                     inner.add_refs(1);
                     Ok(AlignedBuf::overflow(self.handle.inner, m))
@@ -714,8 +709,11 @@ impl PagePool {
         if let Some(slot) = inner.free.pop() {
             return Ok(Some(self.pooled(slot)));
         }
-        if !inner.reserve_overflow() {
+        let Some(before) = inner.reserve_overflow() else {
             return Ok(None);
+        };
+        if before == 0 {
+            inner.overflow.warn_started(self.capacity());
         }
         self.grant_to_buf(Grant::Permit).map(Some)
     }
