@@ -483,3 +483,59 @@ fn cancelled_waiter_races_release() {
         assert_eq!((s.in_use, s.idle, s.waiters), (0, 1, 0), "{s:?}");
     });
 }
+
+/// An overflow buffer is unmapped while a waiter waits at `max_overflow(1)` (pooled slot held): the permit
+/// and its budget go to the waiter, which maps its own overflow buffer; counters balance and the budget is
+/// whole again at the end.
+#[test]
+fn waiter_races_overflow_release() {
+    loom::model(|| {
+        let p = PagePool::builder()
+            .buf_size(crate::page_size())
+            .capacity(1)
+            .thread_cache(0)
+            .max_overflow(1)
+            .max_bytes(2 * crate::page_size())
+            .overflow(OverflowPolicy::Wait)
+            .build()
+            .unwrap();
+        let pooled = p.acquire().unwrap();
+        let over = p.acquire().unwrap();
+        assert!(over.is_overflow());
+        let t = thread::spawn(move || drop(over));
+        let b = p.acquire_timeout(FOREVER).expect("woken by the unmap");
+        assert!(b.is_overflow());
+        t.join().unwrap();
+        drop((b, pooled));
+        let s = p.stats();
+        assert_eq!((s.overflow_in_use, s.waiters), (0, 0), "{s:?}");
+        assert_eq!((s.overflow_maps, s.overflow_unmaps), (2, 2));
+        assert_eq!(s.mapped_bytes, crate::page_size());
+    });
+}
+
+/// Two blocking waiters, two buffers released by one thread: both waiters are served (hand-off to the front
+/// waiter, or the freelist and the wake check when a release races a registration).
+#[test]
+fn two_waiters_two_releases() {
+    loom::model(|| {
+        let p = waiting_pool(2, 0);
+        let a = p.acquire().unwrap();
+        let b = p.acquire().unwrap();
+        let p1 = p.clone();
+        let w = thread::spawn(move || drop(p1.acquire_timeout(FOREVER).expect("first waiter")));
+        let r = thread::spawn(move || {
+            drop(a);
+            drop(b);
+        });
+        drop(p.acquire_timeout(FOREVER).expect("second waiter"));
+        w.join().unwrap();
+        r.join().unwrap();
+        let s = p.stats();
+        assert_eq!(
+            (s.in_use, s.idle, s.waiters, s.pool_hits),
+            (0, 2, 0, 4),
+            "{s:?}"
+        );
+    });
+}

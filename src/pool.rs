@@ -287,17 +287,21 @@ impl Inner {
             self.add_refs(1);
             return Some(Grant::Slot(slot));
         }
-        self.reserve_overflow().map(|_| Grant::Permit)
+        // Under the list lock: a permit rolled back here needs no wake check, since any waiter that could
+        // want it registers (under the same lock) after this serve and looks again.
+        self.reserve_overflow().ok().map(|_| Grant::Permit)
     }
 
-    /// Takes an overflow permit and its bytes of budget, both or neither; `Some(overflow buffers out before)`.
-    fn reserve_overflow(&self) -> Option<usize> {
-        let before = self.overflow.take_permit()?;
+    /// Takes an overflow permit and its bytes of budget, both or neither: `Ok(overflow buffers out before)`.
+    /// `Err(true)`: a permit was taken and given back because the budget refused, so a waiter that looked
+    /// meanwhile may have missed it; callers outside the list lock then run the wake check.
+    fn reserve_overflow(&self) -> Result<usize, bool> {
+        let before = self.overflow.take_permit().ok_or(false)?;
         if self.budget.try_reserve(self.overflow.reserve_bytes()) {
-            return Some(before);
+            return Ok(before);
         }
         self.overflow.return_permit();
-        None
+        Err(true)
     }
 
     /// Gives back an overflow permit and its budget: to the front waiter if there is one, else to the pool
@@ -709,8 +713,16 @@ impl PagePool {
         if let Some(slot) = inner.free.pop() {
             return Ok(Some(self.pooled(slot)));
         }
-        let Some(before) = inner.reserve_overflow() else {
-            return Ok(None);
+        let before = match inner.reserve_overflow() {
+            Ok(before) => before,
+            Err(rolled_back) => {
+                if rolled_back && inner.waitable {
+                    // Found by loom (`waiter_races_overflow_release`): our brief hold of the permit can make a
+                    // registered waiter's look fail while the releaser's wake check finds no permit to hand.
+                    inner.after_release();
+                }
+                return Ok(None);
+            }
         };
         if before == 0 {
             inner.overflow.warn_started(self.capacity());
