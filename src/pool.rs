@@ -428,7 +428,7 @@ impl PagePool {
         if let Some(slot) = self.inner().free.pop() {
             return Ok(self.pooled(slot));
         }
-        match self.take_slow()? {
+        match self.take_past_freelist()? {
             Some(b) => Ok(b),
             None => Err(self.exhausted()),
         }
@@ -655,10 +655,15 @@ impl PagePool {
     /// Everything `acquire` does past the thread cache; `Ok(None)` at the limit, nothing counted.
     #[cold]
     fn take_slow(&self) -> Result<Option<AlignedBuf>, AcquireError> {
-        let inner = self.inner();
-        if let Some(slot) = inner.free.pop() {
+        if let Some(slot) = self.inner().free.pop() {
             return Ok(Some(self.pooled(slot)));
         }
+        self.take_past_freelist()
+    }
+
+    /// `take_slow` after its look at the shared freelist found it empty.
+    fn take_past_freelist(&self) -> Result<Option<AlignedBuf>, AcquireError> {
+        let inner = self.inner();
         // The thread cache was unavailable (thread exit) or empty and the freelist is empty: idle slots may
         // still sit in full magazines. Take one, keep a slot, and leave the rest on the freelist.
         if let Some(d) = &inner.depot {
