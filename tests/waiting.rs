@@ -279,3 +279,43 @@ fn waiting_asks_other_threads_caches_to_flush() {
     let s = pool.stats();
     assert_eq!((s.in_use, s.waiters, s.timeouts), (0, 0, 0), "{s:?}");
 }
+
+#[test]
+fn waiting_with_budget_overflow_and_caches_under_load() {
+    // One chunk of 8 pooled buffers plus room for 4 overflow buffers; every thread caches up to 2.
+    let max = 12 * page();
+    let pool = PagePool::builder()
+        .buf_size(page())
+        .capacity(8)
+        .thread_cache(2)
+        .max_bytes(max)
+        .overflow(OverflowPolicy::Wait)
+        .build()
+        .unwrap();
+    let rounds = 400;
+    std::thread::scope(|s| {
+        for t in 0..4u8 {
+            let pool = &pool;
+            s.spawn(move || {
+                for i in 0..rounds {
+                    // Up to three at once: 4 threads x 2 held < 12, so they never all block holding buffers.
+                    let n = 1 + (i + usize::from(t)) % 3;
+                    let held: Vec<_> = (0..n)
+                        .map(|_| pool.acquire_timeout(WATCHDOG).expect("lost wake-up"))
+                        .collect();
+                    assert!(pool.stats().mapped_bytes <= max);
+                    drop(held);
+                }
+            });
+        }
+    });
+    pool.trim();
+    let s = pool.stats();
+    assert_eq!(
+        (s.in_use, s.overflow_in_use, s.waiters, s.timeouts),
+        (0, 0, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!(s.overflow_maps, s.overflow_unmaps);
+    assert_eq!(s.mapped_bytes, s.pooled_buffers * page());
+}
