@@ -20,8 +20,9 @@
 //! while someone waits. A hand-off gives the buffer itself (a slot with its reference, or an overflow permit
 //! with its bytes of budget still reserved) to the front waiter under the list lock, so a woken waiter already
 //! owns what it was woken for and nobody can overtake it. Cancelling (timeout, future dropped) removes the
-//! entry under the same lock; if a grant got there first, the canceller releases it again, which hands it to
-//! the next waiter: a cancelled waiter never swallows a wake-up meant for another one.
+//! entry under the same lock; if a grant got there first, a timed-out thread uses it, and a dropped future
+//! releases it again, which hands it to the next waiter: a cancelled waiter never swallows a wake-up meant for
+//! another one.
 
 use crate::sync::{lock, AtomicUsize, Mutex, Thread};
 use std::collections::VecDeque;
