@@ -9,6 +9,7 @@
 //! and it does the system call while holding nothing: other threads that find the freelist empty meanwhile grow
 //! another chunk or take the overflow path.
 
+use crate::budget::Budget;
 use crate::config::{HugePages, Layout};
 use crate::policy::{MemPolicy, Region};
 use crate::sync::{lock, AtomicPtr, AtomicU8, AtomicUsize, Mutex};
@@ -91,9 +92,16 @@ impl Arena {
         unsafe { NonNull::new_unchecked(base.wrapping_add(offset)) }
     }
 
-    /// Maps one more chunk if one is still unmapped and nobody else is mapping it, and applies the memory
-    /// policy to it (see `policy.rs`) before any slot of it is published.
-    pub(crate) fn grow(&self, populate: bool, policy: &MemPolicy) -> io::Result<Grow> {
+    /// Maps one more chunk if one is still unmapped, nobody else is mapping it, and its bytes fit in `budget`
+    /// (reserved before the `mmap`, given back if the OS refuses or the policy fails), and applies the memory
+    /// policy to it (see `policy.rs`) before any slot of it is published. A chunk over budget is left unmapped
+    /// and reported like the end of the table (`Full`, or `Busy` while another chunk is being mapped).
+    pub(crate) fn grow(
+        &self,
+        populate: bool,
+        policy: &MemPolicy,
+        budget: &Budget,
+    ) -> io::Result<Grow> {
         if self.mapped_chunks.load(Relaxed) == self.chunks.len() {
             return Ok(Grow::Full);
         }
@@ -118,6 +126,12 @@ impl Arena {
             let l = &self.layout;
             let slots = l.chunk_slots(k);
             let len = l.chunk_len(k);
+            let reserve = l.chunk_reserved(k);
+            if !budget.try_reserve(reserve) {
+                chunk.state.store(EMPTY, Release);
+                tracing::trace!(target: "pagepool", chunk = k, bytes = reserve, "chunk does not fit max_bytes");
+                return Ok(if busy { Grow::Busy } else { Grow::Full });
+            }
             let early = populate && !policy.advise_before_touch();
             let hugetlb = policy.huge == HugePages::Explicit;
             let prepared = sys::map_with(len, l.chunk_align, early, hugetlb).and_then(|m| {
@@ -146,9 +160,11 @@ impl Arena {
                 Ok(m) => m,
                 Err(e) => {
                     chunk.state.store(EMPTY, Release);
+                    budget.give_back(reserve);
                     return Err(e);
                 }
             };
+            debug_assert_eq!(mapping.reserved(), reserve);
             let reserved = mapping.reserved();
             // The first slot starts after the chunk's leading guard.
             chunk

@@ -109,6 +109,10 @@ impl Entry {
             inner.free.push(slot);
         }
         self.publish();
+        if inner.waitable {
+            // The slots are visible now: serve anyone waiting at the limit (the wake handshake, `wait.rs`).
+            inner.after_release();
+        }
         // SAFETY: these n references were owned by the cached slots; the entry's own reference keeps Inner
         // alive past this call, so this cannot be the last one.
         unsafe { Inner::release_refs(self.inner, n) };

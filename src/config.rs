@@ -23,6 +23,13 @@ pub enum OverflowPolicy {
     Map,
     /// Return [`AcquireError::Exhausted`](crate::AcquireError::Exhausted) and change nothing.
     Fail,
+    /// Like [`Map`](Self::Map) while within [`PoolBuilder::max_bytes`] and [`PoolBuilder::max_overflow`]; at
+    /// that limit, [`PagePool::acquire_timeout`](crate::PagePool::acquire_timeout) (and `acquire_async` with
+    /// the `async` feature) wait for a buffer to be released, while plain
+    /// [`PagePool::acquire`](crate::PagePool::acquire) still never blocks and returns
+    /// [`AcquireError::Exhausted`](crate::AcquireError::Exhausted). Needs `max_bytes` or `max_overflow` (a
+    /// limit to wait at), else [`ConfigError::WaitWithoutLimit`](crate::ConfigError::WaitWithoutLimit).
+    Wait,
 }
 
 /// Whether the pool locks its memory in RAM (`mlock`, `VirtualLock` on Windows), so secrets never reach swap.
@@ -75,8 +82,8 @@ pub enum HugePages {
 /// Builder for a [`PagePool`](crate::PagePool); start with [`PagePool::builder`](crate::PagePool::builder).
 ///
 /// Defaults: `buf_size` = [`page_size()`](crate::page_size), `capacity` = 1024, `alignment` = page size,
-/// [`OverflowPolicy::Map`], `max_overflow` = unlimited, `prealloc` = false, `thread_cache` = `min(64,
-/// capacity / 16)`.
+/// [`OverflowPolicy::Map`], `max_overflow` = unlimited, `max_bytes` = unlimited, `prealloc` = false,
+/// `thread_cache` = `min(64, capacity / 16)`.
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until .build() is called"]
 pub struct PoolBuilder {
@@ -105,6 +112,7 @@ pub struct PoolBuilder {
     pub(crate) bad_ladder: Option<(usize, usize)>,
     /// Direct I/O requirement folded into `buf_size` and `alignment` at build (see `dio.rs`).
     pub(crate) direct_io: Option<crate::dio::DioAlign>,
+    pub(crate) max_bytes: Option<usize>,
 }
 
 /// The most size classes one pool accepts.
@@ -136,6 +144,7 @@ impl Default for PoolBuilder {
             class_capacities: Vec::new(),
             bad_ladder: None,
             direct_io: None,
+            max_bytes: None,
         }
     }
 }
@@ -331,6 +340,46 @@ impl PoolBuilder {
         self
     }
 
+    /// A hard cap on the bytes the pool maps from the OS at once: pooled chunks plus overflow buffers, each
+    /// counted by what it reserves (its length plus alignment slack; the same bytes as
+    /// [`PoolStats::mapped_bytes`](crate::PoolStats::mapped_bytes), which therefore never exceeds it).
+    ///
+    /// Chunks are mapped whole (at least 4 MiB each unless the pool is smaller) and kept until the pool is
+    /// dropped, so a chunk that would cross the budget is not mapped: the pool then holds fewer than
+    /// `capacity` pooled buffers, and the rest of the budget serves overflow buffers (under
+    /// [`OverflowPolicy::Map`] or [`OverflowPolicy::Wait`]), which give their bytes back when dropped. At the
+    /// budget, `acquire` returns [`AcquireError::Exhausted`](crate::AcquireError::Exhausted), and under
+    /// [`OverflowPolicy::Wait`] `acquire_timeout` waits. Checked by [`build`](Self::build):
+    /// [`ConfigError::BudgetTooSmall`](crate::ConfigError::BudgetTooSmall) when no mapping that could serve
+    /// a buffer fits, [`ConfigError::PreallocOverBudget`](crate::ConfigError::PreallocOverBudget) with
+    /// [`prealloc`](Self::prealloc) when the whole capacity does not fit. Default: unlimited.
+    ///
+    /// # Examples
+    /// ```
+    /// use pagepool::{AcquireError, OverflowPolicy, PagePool};
+    /// let page = pagepool::page_size();
+    /// // One pooled buffer (a one-slot chunk) plus room for one overflow buffer.
+    /// let pool = PagePool::builder()
+    ///     .buf_size(page)
+    ///     .capacity(1)
+    ///     .max_bytes(2 * page)
+    ///     .overflow(OverflowPolicy::Map)
+    ///     .build()
+    ///     .unwrap();
+    /// let a = pool.acquire().unwrap();
+    /// let b = pool.acquire().unwrap();
+    /// assert!(b.is_overflow());
+    /// assert!(matches!(pool.acquire(), Err(AcquireError::Exhausted { .. })));
+    /// assert_eq!(pool.stats().mapped_bytes, 2 * page);
+    /// ```
+    ///
+    /// With [`size_classes`](Self::size_classes), each class is a pool of its own with this budget: the whole
+    /// pool maps at most `classes x max_bytes`.
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
     /// Checks every setting and derives the memory layout.
     pub(crate) fn layout(&self) -> Result<Layout, ConfigError> {
         if let Some(resolved) = self.resolve_direct_io()? {
@@ -461,7 +510,7 @@ impl PoolBuilder {
                 }
             }
         }
-        Ok(Layout {
+        let layout = Layout {
             buf_size: self.buf_size,
             align,
             stride,
@@ -473,7 +522,50 @@ impl PoolBuilder {
             chunk_align,
             chunk_round,
             pooled_bytes: layout_bytes,
-        })
+            hugetlb: self.huge_pages == HugePages::Explicit,
+        };
+        self.check_budget(&layout)?;
+        Ok(layout)
+    }
+
+    /// Checks `max_bytes` and `OverflowPolicy::Wait` against the layout, capacity, prealloc and max_overflow.
+    fn check_budget(&self, l: &Layout) -> Result<(), ConfigError> {
+        let overflow_allowed = self.overflow != OverflowPolicy::Fail && self.max_overflow > 0;
+        if self.overflow == OverflowPolicy::Wait
+            && self.max_bytes.is_none()
+            && self.max_overflow == usize::MAX
+        {
+            return Err(ConfigError::WaitWithoutLimit);
+        }
+        let Some(max_bytes) = self.max_bytes else {
+            return Ok(());
+        };
+        // The smallest mapping that can serve a buffer: the first chunk, or one overflow buffer.
+        let first_chunk = l.chunk_reserved(0);
+        let min_bytes = if overflow_allowed {
+            first_chunk.min(l.overflow_reserved())
+        } else {
+            first_chunk
+        };
+        if max_bytes < min_bytes {
+            return Err(ConfigError::BudgetTooSmall {
+                max_bytes,
+                min_bytes,
+                first_chunk,
+                overflow_buffer: overflow_allowed.then(|| l.overflow_reserved()),
+            });
+        }
+        if self.prealloc {
+            let prealloc_bytes =
+                (0..l.chunks).fold(0usize, |sum, k| sum.saturating_add(l.chunk_reserved(k)));
+            if prealloc_bytes > max_bytes {
+                return Err(ConfigError::PreallocOverBudget {
+                    max_bytes,
+                    prealloc_bytes,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Validates the size-class settings. Returns `(class builders smallest first, index of the default
@@ -616,6 +708,8 @@ pub(crate) struct Layout {
     pub(crate) chunk_round: usize,
     /// Bytes of all chunks once every one is mapped (before alignment slack).
     pub(crate) pooled_bytes: usize,
+    /// Chunks are mapped with explicit huge pages (`MAP_HUGETLB`).
+    pub(crate) hugetlb: bool,
 }
 
 impl Layout {
@@ -628,6 +722,30 @@ impl Layout {
     /// Length of chunk `k`'s mapping: leading guard, slots, rounding.
     pub(crate) fn chunk_len(&self, k: usize) -> usize {
         (self.lead + self.chunk_slots(k) * self.stride).next_multiple_of(self.chunk_round)
+    }
+
+    /// Bytes chunk `k` reserves from the OS (counted against `max_bytes`): its mapping plus alignment slack.
+    /// Cannot overflow: `layout` checked that the whole capacity plus one slack fits in `isize::MAX`.
+    pub(crate) fn chunk_reserved(&self, k: usize) -> usize {
+        // Explicit huge pages are mapped exactly (the kernel aligns them); other chunks reserve slack for
+        // alignments above the allocation granularity.
+        let slack = if self.hugetlb {
+            0
+        } else {
+            sys::align_slack(self.chunk_align)
+        };
+        self.chunk_len(k) + slack
+    }
+
+    /// Bytes one overflow buffer reserves from the OS (counted against `max_bytes`).
+    pub(crate) fn overflow_reserved(&self) -> usize {
+        // With guard pages: leading guard, buffer, trailing guard (see `Overflow::len_for`).
+        let len = if self.lead > 0 {
+            self.lead + self.stride
+        } else {
+            self.buf_size
+        };
+        len + sys::align_slack(self.align)
     }
 }
 

@@ -73,6 +73,38 @@ pub enum ConfigError {
         /// The pool's capacity.
         capacity: usize,
     },
+    /// `max_bytes` is below the smallest mapping that could serve a buffer, so the pool could never hand one out.
+    #[error(
+        "max_bytes {max_bytes} is below the smallest mapping that can serve a buffer ({min_bytes} bytes): {}",
+        budget_hint(*first_chunk, *overflow_buffer, *min_bytes)
+    )]
+    BudgetTooSmall {
+        /// The rejected budget.
+        max_bytes: usize,
+        /// The smallest budget that works: the first chunk, or one overflow buffer when overflow is allowed.
+        min_bytes: usize,
+        /// Bytes the first pool chunk reserves (chunks are mapped whole).
+        first_chunk: usize,
+        /// Bytes one overflow buffer reserves, or `None` when the policy or `max_overflow(0)` forbids overflow.
+        overflow_buffer: Option<usize>,
+    },
+    /// `prealloc(true)` maps every chunk at build, and together they exceed `max_bytes`.
+    #[error(
+        "prealloc maps all pooled memory ({prealloc_bytes} bytes) at build but max_bytes is {max_bytes}: raise \
+         max_bytes to at least {prealloc_bytes}, lower capacity, or turn prealloc off"
+    )]
+    PreallocOverBudget {
+        /// The rejected budget.
+        max_bytes: usize,
+        /// Bytes the whole capacity reserves (every chunk, with alignment slack).
+        prealloc_bytes: usize,
+    },
+    /// `OverflowPolicy::Wait` without `max_bytes` or `max_overflow`: there is no limit to wait at.
+    #[error(
+        "OverflowPolicy::Wait waits at a limit, but neither max_bytes nor max_overflow is set: set one of them \
+         (or use OverflowPolicy::Map, which never waits)"
+    )]
+    WaitWithoutLimit,
     /// The heap could not hold the freelist's bookkeeping for this capacity.
     #[error("the freelist for capacity {capacity} needs about {bytes} bytes of heap, which could not be allocated: lower the capacity")]
     FreelistAlloc {
@@ -194,14 +226,16 @@ pub enum ConfigError {
     },
 }
 
-/// [`PagePool::acquire`](crate::PagePool::acquire) could not hand out a buffer.
+/// [`PagePool::acquire`](crate::PagePool::acquire) (or `acquire_timeout`, `acquire_async`) could not hand out a
+/// buffer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AcquireError {
     /// Every pooled buffer is out and the overflow policy or its cap forbids mapping another.
     #[error(
         "pool exhausted: all {capacity} pooled buffers and {overflow_in_use} overflow buffers are in use \
-         (overflow policy {policy:?}, max_overflow {max_overflow}); raise capacity or max_overflow"
+         (overflow policy {policy:?}, max_overflow {max_overflow}) or max_bytes is reached; raise capacity, \
+         max_overflow or max_bytes"
     )]
     Exhausted {
         /// The pool's capacity.
@@ -213,6 +247,14 @@ pub enum AcquireError {
         /// The configured overflow policy.
         policy: crate::OverflowPolicy,
     },
+    /// [`PagePool::acquire_timeout`](crate::PagePool::acquire_timeout) waited `waited` under
+    /// [`OverflowPolicy::Wait`](crate::OverflowPolicy::Wait) and no buffer was released to it. Nothing changed
+    /// but the `timeouts` counter.
+    #[error("timed out after {waited:?} waiting for a buffer at the pool's limit: raise max_bytes, max_overflow or capacity, or wait longer")]
+    Timeout {
+        /// How long the call waited.
+        waited: std::time::Duration,
+    },
     /// The OS refused to map memory (growing a chunk of the pool, or mapping an overflow buffer).
     #[error("the OS refused to map {bytes} bytes: {source}")]
     Os {
@@ -222,4 +264,19 @@ pub enum AcquireError {
         #[source]
         source: io::Error,
     },
+}
+
+/// The "what to change" part of [`ConfigError::BudgetTooSmall`].
+fn budget_hint(first_chunk: usize, overflow_buffer: Option<usize>, min_bytes: usize) -> String {
+    match overflow_buffer {
+        Some(o) => format!(
+            "the first pool chunk reserves {first_chunk} bytes and one overflow buffer {o}; raise max_bytes to \
+             at least {min_bytes}"
+        ),
+        None => format!(
+            "the first pool chunk reserves {first_chunk} bytes and overflow is off; raise max_bytes to at least \
+             {min_bytes}, lower capacity (smaller chunks), or allow overflow (OverflowPolicy::Map or Wait with \
+             max_overflow > 0) so a buffer can be mapped on its own"
+        ),
+    }
 }

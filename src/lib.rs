@@ -36,7 +36,10 @@
     clippy::undocumented_unsafe_blocks
 )]
 
+#[cfg(any(feature = "async", loom))]
+mod acquire;
 mod arena;
+mod budget;
 mod buf;
 mod cache;
 mod config;
@@ -52,12 +55,15 @@ mod sync;
 mod sys;
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
 mod uring;
+mod wait;
 
 #[cfg(all(test, loom))]
 mod loom_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
+#[cfg(feature = "async")]
+pub use acquire::Acquire;
 pub use buf::AlignedBuf;
 pub use config::{
     ForkPolicy, HugePages, LockPolicy, OverflowPolicy, PoolBuilder, MAX_CAPACITY, MAX_SIZE_CLASSES,

@@ -397,3 +397,145 @@ fn close_races_cached_release() {
         assert_eq!(teardowns(), before + 1);
     });
 }
+
+fn waiting_pool(capacity: usize, cache: usize) -> PagePool {
+    PagePool::builder()
+        .buf_size(crate::page_size())
+        .capacity(capacity)
+        .thread_cache(cache)
+        .max_overflow(0)
+        .overflow(OverflowPolicy::Wait)
+        .build()
+        .unwrap()
+}
+
+/// Loom has no time: `acquire_timeout` parks without a deadline, so a lost wake-up is a deadlock loom reports.
+const FOREVER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A waiter at the limit races the release of the only buffer on another thread: whichever way the waiter's
+/// registration and second look interleave with the release's freelist push and waiter check (or its
+/// hand-off), the waiter gets the buffer and never sleeps past the release.
+#[test]
+fn waiter_races_release_no_lost_wakeup() {
+    loom::model(|| {
+        let p = waiting_pool(1, 0);
+        let held = p.acquire().unwrap();
+        let t = thread::spawn(move || drop(held));
+        let b = p.acquire_timeout(FOREVER).expect("woken by the release");
+        t.join().unwrap();
+        drop(b);
+        let s = p.stats();
+        assert_eq!((s.in_use, s.idle, s.waiters, s.pool_hits), (0, 1, 0, 2));
+    });
+}
+
+/// As above, the release on a thread with a cache: it either sees the waiter (and bypasses its cache) or
+/// caches the buffer and flushes it at thread exit, which serves the waiter.
+#[test]
+fn waiter_races_cached_release() {
+    loom::model(|| {
+        let p = waiting_pool(2, 2);
+        let a = p.acquire().unwrap();
+        let b = p.acquire().unwrap();
+        let t = thread::spawn(move || drop(a));
+        let got = p.acquire_timeout(FOREVER).expect("woken by the release");
+        t.join().unwrap();
+        drop((got, b));
+        settle(|| {
+            let s = p.stats();
+            s.in_use == 0 && s.waiters == 0
+        });
+    });
+}
+
+/// A noop waker for polling a future once by hand.
+struct Noop;
+impl std::task::Wake for Noop {
+    fn wake(self: std::sync::Arc<Self>) {}
+}
+
+/// A waiting future is dropped (cancelled) while the only buffer is released and a second, blocking waiter
+/// waits: if the release was handed to the cancelled future, its drop passes it on; either way the blocking
+/// waiter completes and no buffer is lost.
+#[test]
+fn cancelled_waiter_races_release() {
+    use std::future::Future;
+    loom::model(|| {
+        let p = waiting_pool(1, 0);
+        let held = p.acquire().unwrap();
+        let p1 = p.clone();
+        let canceller = thread::spawn(move || {
+            let waker = std::task::Waker::from(std::sync::Arc::new(Noop));
+            let mut f = Box::pin(p1.acquire_async());
+            let polled = f.as_mut().poll(&mut std::task::Context::from_waker(&waker));
+            // Ready (the release came first) or Pending: either way it is dropped now.
+            drop(polled);
+            drop(f);
+        });
+        let releaser = thread::spawn(move || drop(held));
+        let b = p
+            .acquire_timeout(FOREVER)
+            .expect("the other waiter completes");
+        canceller.join().unwrap();
+        releaser.join().unwrap();
+        drop(b);
+        let s = p.stats();
+        assert_eq!((s.in_use, s.idle, s.waiters), (0, 1, 0), "{s:?}");
+    });
+}
+
+/// An overflow buffer is unmapped while a waiter waits at `max_overflow(1)` (pooled slot held): the permit
+/// and its budget go to the waiter, which maps its own overflow buffer; counters balance and the budget is
+/// whole again at the end.
+#[test]
+fn waiter_races_overflow_release() {
+    loom::model(|| {
+        let p = PagePool::builder()
+            .buf_size(crate::page_size())
+            .capacity(1)
+            .thread_cache(0)
+            .max_overflow(1)
+            .max_bytes(2 * crate::page_size())
+            .overflow(OverflowPolicy::Wait)
+            .build()
+            .unwrap();
+        let pooled = p.acquire().unwrap();
+        let over = p.acquire().unwrap();
+        assert!(over.is_overflow());
+        let t = thread::spawn(move || drop(over));
+        let b = p.acquire_timeout(FOREVER).expect("woken by the unmap");
+        assert!(b.is_overflow());
+        t.join().unwrap();
+        drop((b, pooled));
+        let s = p.stats();
+        assert_eq!((s.overflow_in_use, s.waiters), (0, 0), "{s:?}");
+        assert_eq!((s.overflow_maps, s.overflow_unmaps), (2, 2));
+        assert_eq!(s.mapped_bytes, crate::page_size());
+    });
+}
+
+/// Two blocking waiters, two buffers released by one thread: both waiters are served (hand-off to the front
+/// waiter, or the freelist and the wake check when a release races a registration).
+#[test]
+fn two_waiters_two_releases() {
+    loom::model(|| {
+        let p = waiting_pool(2, 0);
+        let a = p.acquire().unwrap();
+        let b = p.acquire().unwrap();
+        let p1 = p.clone();
+        let w = thread::spawn(move || drop(p1.acquire_timeout(FOREVER).expect("first waiter")));
+        let r = thread::spawn(move || {
+            drop(a);
+            drop(b);
+        });
+        drop(p.acquire_timeout(FOREVER).expect("second waiter"));
+        w.join().unwrap();
+        r.join().unwrap();
+        let s = p.stats();
+        assert_eq!(
+            (s.in_use, s.idle, s.waiters, s.pool_hits),
+            (0, 2, 0, 4),
+            "{s:?}"
+        );
+    });
+}

@@ -3,7 +3,8 @@
 //! Overflow memory is page-granular OS memory, so it cannot fragment the malloc heap or the pool. The number of
 //! overflow buffers out at once is bounded by `max_overflow` through a permit count taken *before* the system
 //! call and given back *after* the unmap, so `mapped_bytes` never exceeds the configured bound. No lock is held
-//! across either system call.
+//! across either system call. The budget (`max_bytes`) is reserved with the permit and given back with it;
+//! while someone waits, a released permit and its bytes go straight to a waiter instead (`pool.rs`).
 
 use crate::config::Layout;
 use crate::error::AcquireError;
@@ -29,6 +30,8 @@ pub(crate) struct OverflowBuf {
     locked: usize,
     /// Bytes of the buffer.
     pub(crate) buf_size: usize,
+    /// Bytes of budget (`max_bytes`) the buffer holds: its mapping plus alignment slack.
+    budget: usize,
 }
 
 #[derive(Debug)]
@@ -42,6 +45,8 @@ pub(crate) struct Overflow {
     /// Bytes of the trailing guard (a page), or 0.
     guard: usize,
     align: usize,
+    /// `reserve_bytes_for(buf_size)`, computed once.
+    reserve_default: usize,
     /// Overflow buffers out now (permits taken).
     out: AtomicUsize,
     /// Bytes reserved by overflow buffers out now.
@@ -53,11 +58,12 @@ pub(crate) struct Overflow {
 
 impl Overflow {
     pub(crate) fn new(policy: OverflowPolicy, max: usize, l: &Layout) -> Self {
-        Overflow {
+        let mut o = Overflow {
             buf_size: l.buf_size,
             lead: l.lead,
             guard: if l.lead > 0 { sys::page_size() } else { 0 },
             align: l.align,
+            reserve_default: 0,
             policy,
             max: if policy == OverflowPolicy::Fail {
                 0
@@ -68,7 +74,10 @@ impl Overflow {
             mapped_bytes: AtomicUsize::new(0),
             created: Instant::now(),
             last_warn: AtomicU64::new(0),
-        }
+        };
+        // `layout()` checked that a buffer of the pool's size fits the address space with its slack.
+        o.reserve_default = o.reserve_bytes_for(l.buf_size).unwrap_or(usize::MAX);
+        o
     }
 
     pub(crate) fn in_use(&self) -> usize {
@@ -79,65 +88,85 @@ impl Overflow {
         self.mapped_bytes.load(Relaxed)
     }
 
-    /// Maps one overflow buffer of the pool's size and applies the memory policy to it, or explains why not.
-    pub(crate) fn map(
-        &self,
-        counters: &Counters,
-        capacity: usize,
-        mem: &MemPolicy,
-    ) -> Result<OverflowBuf, AcquireError> {
-        self.map_sized(counters, capacity, mem, self.buf_size)
+    /// Bytes mapped for an overflow buffer of `buf_size` bytes: the buffer, or with guard pages the leading
+    /// guard, the buffer and its trailing guard (rounded to the alignment, as in a chunk). `None` if that
+    /// overflows.
+    fn len_for(&self, buf_size: usize) -> Option<usize> {
+        if self.lead == 0 {
+            return Some(buf_size);
+        }
+        buf_size
+            .checked_add(self.guard)?
+            .checked_next_multiple_of(self.align)?
+            .checked_add(self.lead)
     }
 
-    /// [`map`](Self::map) for a buffer of `buf_size` bytes (a non-zero page multiple).
-    pub(crate) fn map_sized(
-        &self,
-        counters: &Counters,
-        capacity: usize,
-        mem: &MemPolicy,
-        buf_size: usize,
-    ) -> Result<OverflowBuf, AcquireError> {
-        // With guard pages: leading guard, buffer, trailing guard (rounded to the alignment), as in a chunk.
-        let stride = buf_size
-            .checked_add(self.guard)
-            .and_then(|b| b.checked_next_multiple_of(self.align));
-        let len = match stride.and_then(|st| st.checked_add(self.lead)) {
-            Some(len) if self.lead > 0 => len,
-            Some(_) => buf_size,
-            None => {
-                counters.os_errors.fetch_add(1, Relaxed);
-                return Err(AcquireError::Os {
-                    bytes: buf_size,
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::OutOfMemory,
-                        "buffer size overflows the address space",
-                    ),
-                });
-            }
-        };
-        let stride = stride.unwrap_or(buf_size);
+    /// Bytes an overflow buffer of `buf_size` bytes reserves from the OS (its mapping plus alignment slack):
+    /// what it counts against the budget.
+    pub(crate) fn reserve_bytes_for(&self, buf_size: usize) -> Option<usize> {
+        self.len_for(buf_size)?
+            .checked_add(sys::align_slack(self.align))
+    }
+
+    /// [`reserve_bytes_for`](Self::reserve_bytes_for) the pool's own buffer size.
+    pub(crate) fn reserve_bytes(&self) -> usize {
+        self.reserve_default
+    }
+
+    /// Takes one permit if fewer than `max` are out, returning how many were out before. The caller maps with
+    /// it ([`Self::map_with_permit`]) or gives it back.
+    pub(crate) fn take_permit(&self) -> Option<usize> {
         let mut out = self.out.load(Relaxed);
         loop {
             if out >= self.max {
-                counters.exhausted.fetch_add(1, Relaxed);
-                return Err(AcquireError::Exhausted {
-                    capacity,
-                    overflow_in_use: out,
-                    max_overflow: self.max,
-                    policy: self.policy,
-                });
+                return None;
             }
             match self
                 .out
                 .compare_exchange_weak(out, out + 1, AcqRel, Relaxed)
             {
-                Ok(_) => break,
+                Ok(_) => return Some(out),
                 Err(now) => out = now,
             }
         }
-        if out == 0 {
-            self.warn_started(capacity);
+    }
+
+    /// Gives back a permit taken with [`Self::take_permit`] (callers then run the waiters' wake check).
+    pub(crate) fn return_permit(&self) {
+        self.out.fetch_sub(1, AcqRel);
+    }
+
+    /// The `Exhausted` error for the current state (the caller counts it).
+    pub(crate) fn exhausted(&self, capacity: usize) -> AcquireError {
+        AcquireError::Exhausted {
+            capacity,
+            overflow_in_use: self.out.load(Relaxed),
+            max_overflow: self.max,
+            policy: self.policy,
         }
+    }
+
+    /// Maps one overflow buffer of `buf_size` bytes (a non-zero page multiple) for a permit, and the budget of
+    /// [`reserve_bytes_for(buf_size)`](Self::reserve_bytes_for), that the caller holds, and applies the memory
+    /// policy to it. On an error the caller still holds both and must give them back.
+    pub(crate) fn map_with_permit(
+        &self,
+        counters: &Counters,
+        mem: &MemPolicy,
+        buf_size: usize,
+    ) -> Result<OverflowBuf, AcquireError> {
+        let (Some(len), Some(budget)) = (self.len_for(buf_size), self.reserve_bytes_for(buf_size))
+        else {
+            counters.os_errors.fetch_add(1, Relaxed);
+            return Err(AcquireError::Os {
+                bytes: buf_size,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::OutOfMemory,
+                    "buffer size overflows the address space",
+                ),
+            });
+        };
+        let stride = len - self.lead;
         let mapped = sys::map(len, self.align, false).and_then(|m| {
             let region = Region {
                 start: m.ptr(),
@@ -157,6 +186,7 @@ impl Overflow {
                 ptr,
                 locked,
                 buf_size,
+                budget,
             })
         });
         match mapped {
@@ -168,7 +198,6 @@ impl Overflow {
                 Ok(b)
             }
             Err(source) => {
-                self.out.fetch_sub(1, AcqRel);
                 counters.os_errors.fetch_add(1, Relaxed);
                 tracing::error!(target: "pagepool", bytes = len, error = %source, "overflow mapping failed");
                 Err(AcquireError::Os { bytes: len, source })
@@ -176,22 +205,29 @@ impl Overflow {
         }
     }
 
-    /// Unmaps an overflow buffer (zeroing it first if the policy says so) and gives its permit back.
-    pub(crate) fn unmap(&self, b: OverflowBuf, counters: &Counters, mem: &MemPolicy) {
+    /// Unmaps an overflow buffer (zeroing it first if the policy says so). Its permit and budget stay with the
+    /// caller, who hands them to a waiter or gives them back; returns the budget bytes it held.
+    pub(crate) fn unmap_keep_permit(
+        &self,
+        b: OverflowBuf,
+        counters: &Counters,
+        mem: &MemPolicy,
+    ) -> usize {
         if mem.scrub & SCRUB_ZERO != 0 {
             fill(b.ptr, b.buf_size, 0);
         }
         mem.unlocked(b.locked);
         let reserved = b.mapping.reserved();
+        let budget = b.budget;
         drop(b);
         self.mapped_bytes.fetch_sub(reserved, Relaxed);
         counters.overflow_unmaps.fetch_add(1, Relaxed);
-        self.out.fetch_sub(1, AcqRel);
         tracing::debug!(target: "pagepool", bytes = reserved, "unmapped overflow buffer");
+        budget
     }
 
     /// Warns that overflow began after a quiet spell, at most once per `WARN_INTERVAL_MS`.
-    fn warn_started(&self, capacity: usize) {
+    pub(crate) fn warn_started(&self, capacity: usize) {
         let now = self.created.elapsed().as_millis() as u64 + 1;
         let last = self.last_warn.load(Relaxed);
         if (last == 0 || now.saturating_sub(last) >= WARN_INTERVAL_MS)

@@ -1,6 +1,7 @@
 //! [`PagePool`]: the shared pool and its acquire/release paths.
 
 use crate::arena::{Arena, Grow};
+use crate::budget::Budget;
 use crate::buf::AlignedBuf;
 use crate::cache::{self, CacheStats};
 use crate::config::{Layout, PoolBuilder};
@@ -11,12 +12,14 @@ use crate::overflow::{Overflow, OverflowBuf};
 use crate::policy::MemPolicy;
 use crate::stats::{Counters, PoolStats};
 use crate::sync::{Arc, AtomicUsize};
+use crate::wait::{Grant, Waiters, Wake};
 use crate::{HugePages, LockPolicy, OverflowPolicy};
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
 use std::sync::Arc as StdArc;
+use std::time::{Duration, Instant};
 
 /// `Inner::state` bit set once the last `PagePool` handle is gone.
 const CLOSING: usize = 1;
@@ -141,6 +144,12 @@ pub(crate) struct Inner {
     caches: Registry,
     /// Cache hits of caches that have gone.
     retired_hits: StdAtomicU64,
+    /// The byte budget (`max_bytes`) of chunks and overflow buffers.
+    budget: Budget,
+    /// `OverflowPolicy::Wait`: only such a pool ever has waiters, so only its releases run the wake check.
+    pub(crate) waitable: bool,
+    /// Threads and tasks waiting at the limit. `waiters.any()` is the one word every release reads.
+    pub(crate) waiters: Waiters,
 }
 
 #[cfg(loom)]
@@ -217,14 +226,120 @@ impl Inner {
         // SAFETY: the buffer's reference keeps Inner alive.
         let inner = unsafe { this.as_ref() };
         // No `is_closing` load here: a cache refuses entries for a closing pool, and every cache operation
-        // first sweeps away the entries of pools closed since its last look (`cache.rs`), so the release
-        // path reads no line that other threads write.
+        // first sweeps away the entries of pools closed since its last look (`cache.rs`). The one shared word
+        // read is the waiter count, written only when a waiter comes or goes, and only by `Wait` pools (the
+        // flag beside `cache_size` is never written, and keeps the other pools' loom models unchanged).
+        if inner.waitable && inner.waiters.any() {
+            // SAFETY: forwarded from our caller.
+            unsafe { Inner::release_to_waiter(this, slot) };
+            return;
+        }
         if inner.cache_size > 0 && cache::release(this, cache::Cached { slot, ptr }) {
             return;
         }
         inner.free.push(slot);
+        if inner.waitable {
+            inner.after_release();
+        }
         // SAFETY: the slot is back in the freelist; this is the buffer's reference.
         unsafe { Inner::release_refs(this, 1) };
+    }
+
+    /// `release` while someone waits: bypass the thread cache and hand the slot (with its reference) to the
+    /// front waiter, or, if the queue emptied meanwhile, put it on the freelist and run the wake check.
+    ///
+    /// # Safety
+    /// As for [`Inner::release`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn release_to_waiter(this: NonNull<Inner>, slot: u32) {
+        // SAFETY: the buffer's reference keeps Inner alive.
+        let inner = unsafe { this.as_ref() };
+        if inner.waiters.offer(Grant::Slot(slot)).is_ok() {
+            return;
+        }
+        inner.free.push(slot);
+        inner.after_release();
+        // SAFETY: the slot is back in the freelist; this is the buffer's reference.
+        unsafe { Inner::release_refs(this, 1) };
+    }
+
+    /// The releaser's half of the wake handshake (`wait.rs`), after making a buffer, a permit or budget
+    /// available: fence, then serve waiters if there are any. Needs a caller that holds a reference.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn after_release(&self) {
+        crate::sync::fence(SeqCst);
+        if self.waiters.any() {
+            self.serve();
+        }
+    }
+
+    /// Hands whatever is available to queued waiters, front first.
+    fn serve(&self) {
+        self.waiters.serve(|| self.take_for_waiter());
+    }
+
+    /// One grant for a waiter, without blocking or calling the OS: an idle slot (freelist, then a depot
+    /// magazine, whose other slots go to the freelist) with a reference taken for it, or an overflow permit
+    /// with its budget.
+    fn take_for_waiter(&self) -> Option<Grant> {
+        let slot = self.free.pop().or_else(|| {
+            let d = self.depot.as_ref()?;
+            let mut slots = Vec::new();
+            if !d.take(&mut slots) {
+                return None;
+            }
+            let first = slots.pop();
+            slots.into_iter().for_each(|s| self.free.push(s));
+            first
+        });
+        if let Some(slot) = slot {
+            // A waiter holds a handle, so the count cannot be zero here.
+            self.add_refs(1);
+            return Some(Grant::Slot(slot));
+        }
+        // Under the list lock: a permit rolled back here needs no wake check, since any waiter that could
+        // want it registers (under the same lock) after this serve and looks again.
+        self.reserve_overflow().ok().map(|_| Grant::Permit)
+    }
+
+    /// Takes an overflow permit and its bytes of budget, both or neither: `Ok(overflow buffers out before)`.
+    /// `Err(true)`: a permit was taken and given back because the budget refused, so a waiter that looked
+    /// meanwhile may have missed it; callers outside the list lock then run the wake check.
+    fn reserve_overflow(&self) -> Result<usize, bool> {
+        let before = self.overflow.take_permit().ok_or(false)?;
+        if self.budget.try_reserve(self.overflow.reserve_bytes()) {
+            return Ok(before);
+        }
+        self.overflow.return_permit();
+        Err(true)
+    }
+
+    /// Gives back an overflow permit and the `bytes` of budget it held: to the front waiter if there is one
+    /// (a permit grant stands for one buffer of the pool's size, so the bytes of a larger buffer from
+    /// `acquire_len` above that go back to the budget first), else to the pool (then the wake check). Needs a
+    /// caller that holds a reference.
+    fn give_back_permit(&self, bytes: usize) {
+        if self.waitable && self.waiters.any() {
+            let own = self.overflow.reserve_bytes();
+            let extra = bytes.saturating_sub(own);
+            if extra > 0 {
+                self.budget.give_back(extra);
+            }
+            if self.waiters.offer(Grant::Permit).is_ok() {
+                return;
+            }
+            self.overflow.return_permit();
+            self.budget.give_back(bytes - extra);
+            self.after_release();
+            return;
+        }
+        self.overflow.return_permit();
+        self.budget.give_back(bytes);
+        if self.waitable {
+            self.after_release();
+        }
     }
 
     /// Unmaps an overflow buffer and drops its reference.
@@ -234,8 +349,11 @@ impl Inner {
     pub(crate) unsafe fn release_overflow(this: NonNull<Inner>, b: OverflowBuf) {
         // SAFETY: the buffer's reference keeps Inner alive.
         let inner = unsafe { this.as_ref() };
-        inner.overflow.unmap(b, &inner.counters, &inner.mem);
-        // SAFETY: the mapping is gone; this is the buffer's reference.
+        let budget = inner
+            .overflow
+            .unmap_keep_permit(b, &inner.counters, &inner.mem);
+        inner.give_back_permit(budget);
+        // SAFETY: the mapping is gone and its permit passed on; this is the buffer's reference.
         unsafe { Inner::release_refs(this, 1) };
     }
 }
@@ -319,6 +437,10 @@ impl Inner {
                 bytes += len;
             }
             batch.iter().for_each(|&s| self.free.push(s));
+            if self.waitable {
+                // The batch was invisible to a waiter's look while we held it.
+                self.after_release();
+            }
         }
         if let Some(error) = failed {
             tracing::warn!(target: "pagepool", error = %error, "trim: the OS refused to take idle memory back");
@@ -376,6 +498,9 @@ impl PagePool {
             trim_epoch: StdAtomicU64::new(0),
             caches: Registry::default(),
             retired_hits: StdAtomicU64::new(0),
+            budget: Budget::new(b.max_bytes),
+            waitable: b.overflow == OverflowPolicy::Wait,
+            waiters: Waiters::new(),
         });
         let pool = PagePool {
             handle: Arc::new(Handle {
@@ -386,7 +511,7 @@ impl PagePool {
         if b.prealloc {
             let inner = pool.inner();
             loop {
-                match inner.arena.grow(true, &inner.mem) {
+                match inner.arena.grow(true, &inner.mem, &inner.budget) {
                     Ok(Grow::Grew(range)) => range.for_each(|i| inner.free.push(i)),
                     Ok(Grow::Busy | Grow::Full) => break,
                     Err(source) => {
@@ -492,14 +617,44 @@ impl PagePool {
                 ),
             });
         };
-        let b = inner.overflow.map_sized(
-            &inner.counters,
-            inner.arena.layout().capacity,
-            &inner.mem,
-            bytes,
-        )?;
-        inner.add_refs(1);
-        Ok(AlignedBuf::overflow(self.handle.inner, b))
+        let Some(reserve) = inner.overflow.reserve_bytes_for(bytes) else {
+            inner.counters.os_errors.fetch_add(1, Relaxed);
+            return Err(AcquireError::Os {
+                bytes,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::OutOfMemory,
+                    "requested length overflows the address space",
+                ),
+            });
+        };
+        // A permit and the buffer's bytes of budget, both or neither (as `Inner::reserve_overflow`).
+        let Some(before) = inner.overflow.take_permit() else {
+            return Err(self.exhausted());
+        };
+        if !inner.budget.try_reserve(reserve) {
+            inner.overflow.return_permit();
+            if inner.waitable {
+                // Our brief hold of the permit may have hidden it from a waiter's look.
+                inner.after_release();
+            }
+            return Err(self.exhausted());
+        }
+        if before == 0 {
+            inner.overflow.warn_started(self.capacity());
+        }
+        match inner
+            .overflow
+            .map_with_permit(&inner.counters, &inner.mem, bytes)
+        {
+            Ok(b) => {
+                inner.add_refs(1);
+                Ok(AlignedBuf::overflow(self.handle.inner, b))
+            }
+            Err(e) => {
+                inner.give_back_permit(reserve);
+                Err(e)
+            }
+        }
     }
 
     /// The buffer sizes this pool serves from pooled memory, smallest first: the size classes, or just
@@ -509,6 +664,226 @@ impl PagePool {
             vec![self.buf_size()]
         } else {
             self.handle.classes.iter().map(PagePool::buf_size).collect()
+        }
+    }
+
+    #[cold]
+    fn acquire_slow(&self) -> Result<AlignedBuf, AcquireError> {
+        // The shared freelist first, as in `take_slow`, but without its `Option` layer: this is the whole
+        // acquire path of a pool without thread caches.
+        let inner = self.inner();
+        if let Some(slot) = inner.free.pop() {
+            inner.idle_tick();
+            return Ok(self.pooled(slot));
+        }
+        match self.take_past_freelist()? {
+            Some(b) => Ok(b),
+            None => Err(self.exhausted()),
+        }
+    }
+
+    /// Counts and builds the `Exhausted` error.
+    fn exhausted(&self) -> AcquireError {
+        let inner = self.inner();
+        inner.counters.exhausted.fetch_add(1, Relaxed);
+        inner.overflow.exhausted(inner.arena.layout().capacity)
+    }
+
+    /// Takes a buffer like `acquire` without counting a refusal: `Ok(None)` at the limit.
+    fn take(&self) -> Result<Option<AlignedBuf>, AcquireError> {
+        let inner = self.inner();
+        if inner.cache_size > 0 {
+            if let Some(c) = cache::acquire(self.handle.inner) {
+                return Ok(Some(self.buf_at(c.slot, c.ptr)));
+            }
+        }
+        self.take_slow()
+    }
+
+    /// Takes a buffer, waiting at most `timeout` for one to be released when the pool is at its limit under
+    /// [`OverflowPolicy::Wait`].
+    ///
+    /// Below the limit this is [`acquire`](Self::acquire) (pooled buffer, new chunk, or overflow buffer within
+    /// `max_overflow` and `max_bytes`). At the limit it queues the calling thread and parks it; every release
+    /// while anyone waits (a pooled buffer dropped on any thread, an overflow buffer unmapped, a thread cache
+    /// flushed) hands its buffer, or its overflow permit and bytes, straight to the longest-waiting caller, so a
+    /// waiter is never overtaken once woken. Releases skip thread caches while anyone waits, and the first
+    /// waiter asks every thread cache to flush at its thread's next pool operation (buffers resting in the cache
+    /// of a thread that makes no further pool operation stay there until that thread exits, as with
+    /// [`trim`](Self::trim)). Under [`OverflowPolicy::Map`] and [`OverflowPolicy::Fail`] it never waits and
+    /// returns what `acquire` returns.
+    ///
+    /// # Errors
+    /// - [`AcquireError::Timeout`] when `timeout` passed with nothing released to this caller (a debug event is
+    ///   logged). Nothing changed but the `timeouts` counter; a zero timeout never parks.
+    /// - [`AcquireError::Exhausted`] at the limit under `Map` or `Fail` (not `Wait`).
+    /// - [`AcquireError::Os`] when the OS refuses to map a chunk or an overflow buffer.
+    ///
+    /// # Examples
+    /// ```
+    /// use pagepool::{AcquireError, OverflowPolicy, PagePool};
+    /// use std::time::Duration;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = PagePool::builder()
+    ///     .capacity(1)
+    ///     .max_overflow(0)
+    ///     .overflow(OverflowPolicy::Wait)
+    ///     .build()?;
+    /// let held = pool.acquire()?;
+    /// // At the limit: plain acquire never blocks, acquire_timeout waits.
+    /// assert!(matches!(pool.acquire(), Err(AcquireError::Exhausted { .. })));
+    /// assert!(matches!(
+    ///     pool.acquire_timeout(Duration::from_millis(10)),
+    ///     Err(AcquireError::Timeout { .. })
+    /// ));
+    /// std::thread::scope(|s| {
+    ///     s.spawn(move || drop(held)); // released on another thread: wakes the waiter
+    ///     let buf = pool.acquire_timeout(Duration::from_secs(60)).unwrap();
+    ///     assert!(!buf.is_overflow());
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<AlignedBuf, AcquireError> {
+        let start = Instant::now();
+        let inner = self.inner();
+        if let Some(b) = self.take_or_exhausted()? {
+            return Ok(b);
+        }
+        // `None`: a timeout too large to represent is no deadline at all.
+        let deadline = start.checked_add(timeout);
+        let id = match self.register(Wake::Thread(crate::sync::current()))? {
+            Ok(b) => return Ok(b),
+            Err(id) => id,
+        };
+        loop {
+            if let Some(g) = inner.waiters.poll(id, None) {
+                return self.grant_to_buf(g);
+            }
+            #[cfg(not(loom))]
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                // A grant that raced the deadline is used rather than passed on.
+                if let Some(g) = inner.waiters.cancel(id) {
+                    return self.grant_to_buf(g);
+                }
+                let waited = start.elapsed();
+                inner.counters.timeouts.fetch_add(1, Relaxed);
+                tracing::debug!(target: "pagepool", ?waited, waiters = inner.waiters.len(), "waiter timed out");
+                return Err(AcquireError::Timeout { waited });
+            }
+            crate::sync::park_until(deadline);
+        }
+    }
+
+    /// `take`, but a refusal outside `OverflowPolicy::Wait` is the counted `Exhausted` error: `Ok(None)` means
+    /// "at the limit, wait".
+    pub(crate) fn take_or_exhausted(&self) -> Result<Option<AlignedBuf>, AcquireError> {
+        match self.take()? {
+            Some(b) => Ok(Some(b)),
+            None if self.inner().waitable => Ok(None),
+            None => Err(self.exhausted()),
+        }
+    }
+
+    #[cfg(any(feature = "async", loom))]
+    pub(crate) fn waiters(&self) -> &Waiters {
+        &self.inner().waiters
+    }
+
+    /// Takes a buffer, waiting without a thread when the pool is at its limit under [`OverflowPolicy::Wait`]
+    /// (cargo feature `async`). Runtime-agnostic: the returned [`Acquire`](crate::Acquire) future only uses
+    /// the task's `Waker`, so it runs on any executor.
+    ///
+    /// Behaves like [`acquire_timeout`](Self::acquire_timeout) without a deadline: the same queue, hand-off
+    /// and cache bypass. Wrap it in your runtime's timeout to bound the wait; dropping the future cancels it
+    /// safely (a buffer handed to it meanwhile goes to the next waiter).
+    ///
+    /// # Errors
+    /// - [`AcquireError::Exhausted`] at the limit under `Map` or `Fail` (it waits only under `Wait`).
+    /// - [`AcquireError::Os`] when the OS refuses to map a chunk or an overflow buffer.
+    ///
+    /// # Examples
+    /// ```
+    /// use pagepool::{OverflowPolicy, PagePool};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = PagePool::builder()
+    ///     .capacity(1)
+    ///     .max_overflow(0)
+    ///     .overflow(OverflowPolicy::Wait)
+    ///     .build()?;
+    /// let held = pool.acquire()?;
+    /// std::thread::scope(|s| {
+    ///     s.spawn(move || drop(held)); // wakes the task below
+    ///     let buf = futures::executor::block_on(pool.acquire_async()).unwrap();
+    ///     assert_eq!(buf.len(), pool.buf_size());
+    /// });
+    /// # Ok(()) }
+    /// ```
+    #[cfg(any(feature = "async", loom))]
+    pub fn acquire_async(&self) -> crate::acquire::Acquire<'_> {
+        crate::acquire::Acquire::new(self)
+    }
+
+    /// Queues a waiter after a failed `take`, and looks once more (the waiter's half of the wake handshake).
+    /// `Ok(Ok(buf))`: that look found one (the registration is withdrawn, and a grant that raced in is passed
+    /// on); `Ok(Err(id))`: queued as `id`.
+    pub(crate) fn register(&self, wake: Wake) -> Result<Result<AlignedBuf, u64>, AcquireError> {
+        let inner = self.inner();
+        let (id, first) = inner.waiters.register(wake);
+        if first && inner.cache_size > 0 {
+            // Idle buffers resting in thread caches: flush them at each thread's next pool operation.
+            inner.trim_epoch.fetch_add(1, Relaxed);
+            cache::bump_sweep_epoch();
+        }
+        tracing::trace!(target: "pagepool", waiters = inner.waiters.len(), "waiting at the pool's limit");
+        let found = match self.take() {
+            Ok(None) => return Ok(Err(id)),
+            Ok(Some(b)) => Ok(b),
+            Err(e) => Err(e),
+        };
+        if let Some(g) = inner.waiters.cancel(id) {
+            self.give_back(g);
+        }
+        found.map(Ok)
+    }
+
+    /// Turns a grant into a buffer (mapping the overflow buffer a permit stands for).
+    pub(crate) fn grant_to_buf(&self, g: Grant) -> Result<AlignedBuf, AcquireError> {
+        let inner = self.inner();
+        match g {
+            Grant::Slot(slot) => {
+                inner.counters.hit();
+                Ok(self.buf(slot))
+            }
+            Grant::Permit => {
+                let size = inner.arena.layout().buf_size;
+                match inner
+                    .overflow
+                    .map_with_permit(&inner.counters, &inner.mem, size)
+                {
+                    Ok(b) => {
+                        inner.add_refs(1);
+                        Ok(AlignedBuf::overflow(self.handle.inner, b))
+                    }
+                    Err(e) => {
+                        inner.give_back_permit(inner.overflow.reserve_bytes());
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Releases a grant its waiter will not use (cancelled), which passes it to the next waiter.
+    pub(crate) fn give_back(&self, g: Grant) {
+        match g {
+            // SAFETY: a slot grant carries one reference, like a buffer; we hold a handle besides.
+            Grant::Slot(slot) => unsafe {
+                Inner::release(self.handle.inner, slot, self.inner().slot_ptr(slot))
+            },
+            Grant::Permit => {
+                let inner = self.inner();
+                inner.give_back_permit(inner.overflow.reserve_bytes());
+            }
         }
     }
 
@@ -544,42 +919,61 @@ impl PagePool {
         self.buf(slot)
     }
 
+    /// Everything `acquire` does past the thread cache; `Ok(None)` at the limit, nothing counted.
     #[cold]
-    fn acquire_slow(&self) -> Result<AlignedBuf, AcquireError> {
+    fn take_slow(&self) -> Result<Option<AlignedBuf>, AcquireError> {
         let inner = self.inner();
         if let Some(slot) = inner.free.pop() {
             inner.idle_tick();
-            return Ok(self.pooled(slot));
+            return Ok(Some(self.pooled(slot)));
         }
+        self.take_past_freelist()
+    }
+
+    /// `take_slow` after its look at the shared freelist found it empty.
+    fn take_past_freelist(&self) -> Result<Option<AlignedBuf>, AcquireError> {
+        let inner = self.inner();
         // The thread cache was unavailable (thread exit) or empty and the freelist is empty: idle slots may
         // still sit in full magazines. Take one, keep a slot, and leave the rest on the freelist.
         if let Some(d) = &inner.depot {
             let mut slots = Vec::new();
             if d.take(&mut slots) {
                 let first = slots.pop();
+                let rest = !slots.is_empty();
                 slots.into_iter().for_each(|s| inner.free.push(s));
+                if rest && inner.waitable {
+                    // Slots in transit from the depot were invisible to a waiter's look meanwhile.
+                    inner.after_release();
+                }
                 if let Some(first) = first {
-                    return Ok(self.pooled(first));
+                    return Ok(Some(self.pooled(first)));
                 }
             }
         }
         loop {
-            match inner.arena.grow(false, &inner.mem) {
+            match inner.arena.grow(false, &inner.mem, &inner.budget) {
                 Ok(Grow::Grew(range)) => {
                     let first = range.start;
                     (first + 1..range.end).for_each(|i| inner.free.push(i));
-                    return Ok(self.pooled(first));
+                    if range.len() > 1 && inner.waitable {
+                        inner.after_release();
+                    }
+                    return Ok(Some(self.pooled(first)));
                 }
                 Ok(Grow::Full) => break,
                 // Another thread is inside mmap for the last unclaimed chunk. Capacity is not reached, so
                 // waiting for that one system call to finish beats a spurious overflow or `Exhausted`.
                 Ok(Grow::Busy) => {
                     if let Some(slot) = inner.free.pop() {
-                        return Ok(self.pooled(slot));
+                        return Ok(Some(self.pooled(slot)));
                     }
                     crate::sync::yield_now();
                 }
                 Err(source) => {
+                    if inner.waitable {
+                        // The chunk's budget came back.
+                        inner.after_release();
+                    }
                     inner.counters.os_errors.fetch_add(1, Relaxed);
                     let l = inner.arena.layout();
                     let bytes = l.chunk_len(0);
@@ -588,15 +982,26 @@ impl PagePool {
                 }
             }
         }
-        // Every chunk is mapped: a release may have refilled the freelist since our first look.
+        // Every chunk is mapped (or the next one is over budget): a release may have refilled the freelist
+        // since our first look.
         if let Some(slot) = inner.free.pop() {
-            return Ok(self.pooled(slot));
+            return Ok(Some(self.pooled(slot)));
         }
-        let b = inner
-            .overflow
-            .map(&inner.counters, inner.arena.layout().capacity, &inner.mem)?;
-        inner.add_refs(1);
-        Ok(AlignedBuf::overflow(self.handle.inner, b))
+        let before = match inner.reserve_overflow() {
+            Ok(before) => before,
+            Err(rolled_back) => {
+                if rolled_back && inner.waitable {
+                    // Found by loom (`waiter_races_overflow_release`): our brief hold of the permit can make a
+                    // registered waiter's look fail while the releaser's wake check finds no permit to hand.
+                    inner.after_release();
+                }
+                return Ok(None);
+            }
+        };
+        if before == 0 {
+            inner.overflow.warn_started(self.capacity());
+        }
+        self.grant_to_buf(Grant::Permit).map(Some)
     }
 
     /// Gives idle memory back: flushes idle buffers out of thread caches to the shared freelist (this thread's
@@ -693,6 +1098,7 @@ impl PagePool {
         let overflow_maps = c.overflow_maps.load(Relaxed);
         let exhausted = c.exhausted.load(Relaxed);
         let os_errors = c.os_errors.load(Relaxed);
+        let timeouts = c.timeouts.load(Relaxed);
         PoolStats {
             capacity: inner.arena.layout().capacity,
             buf_size: inner.arena.layout().buf_size,
@@ -701,12 +1107,14 @@ impl PagePool {
             cached: cached.min(idle),
             in_use: pooled - idle,
             overflow_in_use: inner.overflow.in_use(),
-            acquires: pool_hits + overflow_maps + exhausted + os_errors,
+            acquires: pool_hits + overflow_maps + exhausted + os_errors + timeouts,
             pool_hits,
             overflow_maps,
             overflow_unmaps: c.overflow_unmaps.load(Relaxed),
             exhausted,
             os_errors,
+            timeouts,
+            waiters: inner.waiters.len(),
             chunks: inner.arena.mapped_chunks(),
             mapped_bytes: inner.arena.mapped_bytes() + inner.overflow.mapped_bytes(),
             locked_bytes: inner.mem.locked_bytes(),
@@ -722,7 +1130,7 @@ impl PagePool {
     pub(crate) fn map_all_chunks(&self) -> std::io::Result<()> {
         let inner = self.inner();
         loop {
-            match inner.arena.grow(true, &inner.mem)? {
+            match inner.arena.grow(true, &inner.mem, &inner.budget)? {
                 Grow::Grew(range) => range.for_each(|i| inner.free.push(i)),
                 // Full means every chunk is MAPPED; the Acquire loads make their bases visible here.
                 Grow::Full if inner.arena.all_mapped() => return Ok(()),
@@ -765,6 +1173,19 @@ impl PagePool {
     pub fn overflow_policy(&self) -> OverflowPolicy {
         self.inner().overflow.policy
     }
+
+    /// The byte budget set with [`PoolBuilder::max_bytes`], if any.
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = pagepool::PagePool::builder().capacity(4).build().unwrap();
+    /// assert_eq!(pool.max_bytes(), None);
+    /// let pool = pagepool::PagePool::builder().capacity(4).max_bytes(64 << 20).build().unwrap();
+    /// assert_eq!(pool.max_bytes(), Some(64 << 20));
+    /// ```
+    pub fn max_bytes(&self) -> Option<usize> {
+        self.inner().budget.max()
+    }
 }
 
 impl PoolBuilder {
@@ -773,8 +1194,10 @@ impl PoolBuilder {
     ///
     /// # Errors
     /// A [`ConfigError`] naming the setting to change: zero or non-page-multiple `buf_size`, bad `alignment`,
-    /// zero or too large `capacity`, a total size past `isize::MAX`, or [`ConfigError::Os`] when the OS refuses
-    /// the preallocated memory (nothing stays mapped then).
+    /// zero or too large `capacity`, a total size past `isize::MAX`, a `max_bytes` that cannot hold one mapping
+    /// ([`ConfigError::BudgetTooSmall`]) or the preallocated capacity ([`ConfigError::PreallocOverBudget`]),
+    /// [`OverflowPolicy::Wait`] without a limit ([`ConfigError::WaitWithoutLimit`]), or [`ConfigError::Os`]
+    /// when the OS refuses the preallocated memory (nothing stays mapped then).
     ///
     /// # Examples
     /// ```
@@ -797,6 +1220,7 @@ impl fmt::Debug for PagePool {
             .field("capacity", &l.capacity)
             .field("overflow", &self.inner().overflow.policy)
             .field("max_overflow", &self.inner().overflow.max)
+            .field("max_bytes", &self.max_bytes())
             .field("thread_cache", &self.inner().cache_size)
             .field("stats", &self.stats())
             .finish()

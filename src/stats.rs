@@ -24,6 +24,7 @@ pub(crate) struct Counters {
     pub(crate) overflow_unmaps: AtomicU64,
     pub(crate) exhausted: AtomicU64,
     pub(crate) os_errors: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
 }
 
 #[cfg(not(loom))]
@@ -58,6 +59,7 @@ impl Counters {
             overflow_unmaps: AtomicU64::new(0),
             exhausted: AtomicU64::new(0),
             os_errors: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
         }
     }
 
@@ -76,7 +78,8 @@ impl Counters {
 ///
 /// Counters are read one by one without stopping other threads, so while buffers are moving the fields may
 /// disagree by the operations in flight; once the pool is quiet they add up exactly:
-/// `idle + in_use == pooled_buffers` and `acquires == pool_hits + overflow_maps + exhausted + os_errors`.
+/// `idle + in_use == pooled_buffers` and
+/// `acquires == pool_hits + overflow_maps + exhausted + os_errors + timeouts`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct PoolStats {
@@ -94,7 +97,8 @@ pub struct PoolStats {
     pub in_use: usize,
     /// Overflow buffers held by callers.
     pub overflow_in_use: usize,
-    /// `acquire` calls so far, successful or not.
+    /// `acquire`, `acquire_timeout` and `acquire_async` calls so far, successful or not (a call that waited
+    /// counts once; an `acquire_async` future dropped while waiting counts nothing).
     pub acquires: u64,
     /// Acquires served from pooled memory.
     pub pool_hits: u64,
@@ -106,9 +110,14 @@ pub struct PoolStats {
     pub exhausted: u64,
     /// Acquires that failed because the OS refused memory (`AcquireError::Os`).
     pub os_errors: u64,
+    /// `acquire_timeout` calls that ended with `AcquireError::Timeout`.
+    pub timeouts: u64,
+    /// Callers waiting now at the pool's limit (`OverflowPolicy::Wait`).
+    pub waiters: usize,
     /// Chunks (mappings) of pooled memory mapped now.
     pub chunks: usize,
     /// Bytes currently mapped by the pool: pooled chunks plus overflow buffers (including alignment slack).
+    /// Never more than `max_bytes` when one is set.
     pub mapped_bytes: usize,
     /// Bytes locked in RAM by [`lock_memory`](crate::PoolBuilder::lock_memory): pooled chunks mapped so far and
     /// overflow buffers out. Below `mapped_bytes` under [`LockPolicy::BestEffort`](crate::LockPolicy) when the
@@ -148,6 +157,8 @@ impl PoolStats {
             locked_bytes: self.locked_bytes + r.locked_bytes,
             poison_violations: self.poison_violations + r.poison_violations,
             trimmed_bytes: self.trimmed_bytes + r.trimmed_bytes,
+            timeouts: self.timeouts + r.timeouts,
+            waiters: self.waiters + r.waiters,
             classes: Vec::new(),
         }
     }

@@ -17,9 +17,32 @@ pub(crate) use std::sync::{
 };
 
 #[cfg(loom)]
-pub(crate) use loom::thread::yield_now;
+pub(crate) use loom::sync::atomic::fence;
 #[cfg(not(loom))]
-pub(crate) use std::thread::yield_now;
+pub(crate) use std::sync::atomic::fence;
+
+#[cfg(loom)]
+pub(crate) use loom::thread::{current, yield_now, Thread};
+#[cfg(not(loom))]
+pub(crate) use std::thread::{current, yield_now, Thread};
+
+/// Parks this thread until unparked, or until `deadline` (spurious wake-ups are possible: callers loop).
+/// Under loom there is no time: the deadline is ignored and the models never rely on it.
+#[cfg(not(loom))]
+pub(crate) fn park_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => {
+            std::thread::park_timeout(d.saturating_duration_since(std::time::Instant::now()))
+        }
+        None => std::thread::park(),
+    }
+}
+
+/// See the non-loom version.
+#[cfg(loom)]
+pub(crate) fn park_until(_deadline: Option<std::time::Instant>) {
+    loom::thread::park();
+}
 
 /// Locks `m`, ignoring poisoning: the data behind our mutexes (chunk bookkeeping) stays consistent even if a
 /// holder panicked, because every critical section is a single store.

@@ -52,3 +52,26 @@ fn events_at_the_points_an_operator_cares_about() {
     );
     assert_eq!(count(Level::ERROR, "chunk mmap failed"), 1, "{ours:#?}");
 }
+
+#[test]
+fn a_waiter_timing_out_logs_a_debug_event() {
+    let rec = Recorder::default();
+    rec.record(|| {
+        let pool = PagePool::builder()
+            .capacity(1)
+            .max_overflow(0)
+            .overflow(pagepool::OverflowPolicy::Wait)
+            .build()
+            .unwrap();
+        let _held = pool.acquire().unwrap();
+        let r = pool.acquire_timeout(std::time::Duration::from_millis(5));
+        assert!(matches!(r, Err(pagepool::AcquireError::Timeout { .. })));
+    });
+    let ev = rec.events();
+    let timed_out: Vec<_> = ev
+        .iter()
+        .filter(|e| e.target == "pagepool" && e.message.starts_with("waiter timed out"))
+        .collect();
+    assert_eq!(timed_out.len(), 1, "{ev:#?}");
+    assert_eq!(timed_out[0].level, Level::DEBUG);
+}

@@ -1,0 +1,96 @@
+//! [`Acquire`]: the future of [`PagePool::acquire_async`](crate::PagePool::acquire_async).
+//!
+//! Runtime-agnostic: a plain [`Future`] that registers the task's [`Waker`](std::task::Waker) in the pool's
+//! waiter queue (`wait.rs`) and is woken by the release that hands it a buffer. No thread waits.
+
+use crate::error::AcquireError;
+use crate::pool::PagePool;
+use crate::wait::Wake;
+use crate::AlignedBuf;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Future returned by [`PagePool::acquire_async`]; resolves to a buffer or an error.
+///
+/// Dropping it while it waits (cancellation) withdraws it from the queue; a buffer that was handed to it in
+/// the meantime is passed on to the next waiter, so cancelling never loses a buffer or a wake-up. Polling it
+/// again after it has completed starts a fresh acquisition.
+///
+/// # Examples
+/// ```
+/// use pagepool::{OverflowPolicy, PagePool};
+/// use std::future::Future;
+/// use std::task::{Context, Poll};
+/// let pool = PagePool::builder().capacity(1).max_overflow(0).overflow(OverflowPolicy::Wait).build().unwrap();
+/// let held = pool.acquire().unwrap();
+/// let mut fut = Box::pin(pool.acquire_async());
+/// let waker = futures::task::noop_waker();
+/// assert!(fut.as_mut().poll(&mut Context::from_waker(&waker)).is_pending()); // queued
+/// assert_eq!(pool.stats().waiters, 1);
+/// drop(held); // handed to the future
+/// assert!(matches!(fut.as_mut().poll(&mut Context::from_waker(&waker)), Poll::Ready(Ok(_))));
+/// ```
+#[must_use = "futures do nothing unless awaited or polled"]
+pub struct Acquire<'a> {
+    pool: &'a PagePool,
+    /// Our place in the waiter queue once registered.
+    id: Option<u64>,
+}
+
+impl<'a> Acquire<'a> {
+    pub(crate) fn new(pool: &'a PagePool) -> Self {
+        Acquire { pool, id: None }
+    }
+}
+
+impl Future for Acquire<'_> {
+    type Output = Result<AlignedBuf, AcquireError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let pool = this.pool;
+        if let Some(id) = this.id {
+            return match pool.waiters().poll(id, Some(cx.waker())) {
+                Some(g) => {
+                    this.id = None;
+                    Poll::Ready(pool.grant_to_buf(g))
+                }
+                None => Poll::Pending,
+            };
+        }
+        match pool.take_or_exhausted() {
+            Ok(Some(b)) => return Poll::Ready(Ok(b)),
+            Ok(None) => {}
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+        match pool.register(Wake::Task(cx.waker().clone())) {
+            Ok(Ok(b)) => Poll::Ready(Ok(b)),
+            Ok(Err(id)) => {
+                this.id = Some(id);
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl Drop for Acquire<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            if let Some(g) = self.pool.waiters().cancel(id) {
+                tracing::trace!(target: "pagepool", "cancelled waiter passes its grant on");
+                self.pool.give_back(g);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Acquire<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acquire")
+            .field("waiting", &self.id.is_some())
+            .finish_non_exhaustive()
+    }
+}

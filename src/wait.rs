@@ -1,0 +1,183 @@
+//! Waiting at the pool's limit (`OverflowPolicy::Wait`): the waiter queue and the hand-off protocol.
+//!
+//! ```text
+//!  waiter (acquire_timeout / Acquire future)        releaser (buffer drop, cache flush, overflow unmap)
+//!  ─────────────────────────────────────────        ─────────────────────────────────────────────────────
+//!  take() fails: at the limit                       count.load(Relaxed) != 0 ?
+//!  lock list; push {id, waker}; count += 1            yes: offer(): lock list, pop front waiter,
+//!  unlock; fence(SeqCst)                                   granted.push((id, buffer)), unlock, wake it
+//!  take() again ── ok: cancel(id) (give back a             (the buffer never becomes visible to others)
+//!                  grant that raced in) and return     no / queue already empty:
+//!  loop: grant for id? ── yes: turn it into a buffer       make it available (freelist push, depot put,
+//!        deadline? ── cancel(id): a grant that raced       permit + budget given back); fence(SeqCst);
+//!                     in is used, else Timeout              count.load() != 0 ? serve(): under the lock,
+//!        park / Pending                                     take what is available for each front waiter
+//! ```
+//!
+//! The two `SeqCst` fences make the pair "waiter: count += 1, fence, look at the pool" / "releaser: make
+//! available, fence, look at count" a Dekker handshake: whatever the interleaving, either the waiter's second
+//! look finds the buffer or the releaser's look finds the waiter, which it then serves. So no release is lost
+//! while someone waits. A hand-off gives the buffer itself (a slot with its reference, or an overflow permit
+//! with its bytes of budget still reserved) to the front waiter under the list lock, so a woken waiter already
+//! owns what it was woken for and nobody can overtake it. Cancelling (timeout, future dropped) removes the
+//! entry under the same lock; if a grant got there first, a timed-out thread uses it, and a dropped future
+//! releases it again, which hands it to the next waiter: a cancelled waiter never swallows a wake-up meant for
+//! another one.
+
+use crate::sync::{lock, AtomicUsize, Mutex, Thread};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::task::Waker;
+
+/// What a releaser hands a waiter.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Grant {
+    /// A pooled slot, carrying one reference on `Inner` (like a buffer).
+    Slot(u32),
+    /// One overflow permit with one overflow buffer's bytes of budget, both still reserved: the waiter maps it.
+    Permit,
+}
+
+/// How to wake a waiter.
+#[derive(Debug)]
+pub(crate) enum Wake {
+    /// A thread parked in `acquire_timeout`.
+    Thread(Thread),
+    /// A task awaiting an `Acquire` future.
+    Task(Waker),
+}
+
+impl Wake {
+    fn wake(self) {
+        match self {
+            Wake::Thread(t) => t.unpark(),
+            Wake::Task(w) => w.wake(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Queued {
+    id: u64,
+    wake: Wake,
+}
+
+#[derive(Debug, Default)]
+struct List {
+    next_id: u64,
+    /// Waiters in arrival order; the front one is served first.
+    queue: VecDeque<Queued>,
+    /// Grants handed to waiters that have not collected them yet.
+    granted: Vec<(u64, Grant)>,
+}
+
+/// The waiter queue of one pool. Only `count` is read outside the lock (by every release, `Relaxed`); the list
+/// is touched only while someone waits.
+#[derive(Debug)]
+pub(crate) struct Waiters {
+    /// Entries in `list.queue`; changed only under the lock.
+    count: AtomicUsize,
+    list: Mutex<List>,
+}
+
+impl Waiters {
+    pub(crate) fn new() -> Self {
+        Waiters {
+            count: AtomicUsize::new(0),
+            list: Mutex::new(List::default()),
+        }
+    }
+
+    /// Whether anyone is queued (a hint, exact only after a `SeqCst` fence that follows the caller's release).
+    #[inline]
+    pub(crate) fn any(&self) -> bool {
+        self.count.load(Relaxed) != 0
+    }
+
+    /// Waiters queued now.
+    pub(crate) fn len(&self) -> usize {
+        self.count.load(Relaxed)
+    }
+
+    /// Queues a waiter and fences; the caller must look at the pool once more afterwards. Returns its id and
+    /// whether it is the only waiter (so the caller asks thread caches to flush).
+    pub(crate) fn register(&self, wake: Wake) -> (u64, bool) {
+        let mut l = lock(&self.list);
+        let id = l.next_id;
+        l.next_id += 1;
+        l.queue.push_back(Queued { id, wake });
+        let before = self.count.fetch_add(1, SeqCst);
+        drop(l);
+        // The waiter's half of the handshake: the count is visible before the pool is looked at again.
+        crate::sync::fence(SeqCst);
+        (id, before == 0)
+    }
+
+    /// The grant for `id`, if one arrived; otherwise records `waker` (when given) as the one to wake.
+    pub(crate) fn poll(&self, id: u64, waker: Option<&Waker>) -> Option<Grant> {
+        let mut l = lock(&self.list);
+        if let Some(p) = l.granted.iter().position(|(g, _)| *g == id) {
+            return Some(l.granted.swap_remove(p).1);
+        }
+        let mut old = None;
+        if let Some(w) = waker {
+            if let Some(q) = l.queue.iter_mut().find(|q| q.id == id) {
+                if !matches!(&q.wake, Wake::Task(cur) if cur.will_wake(w)) {
+                    old = Some(std::mem::replace(&mut q.wake, Wake::Task(w.clone())));
+                }
+            }
+        }
+        drop(l);
+        // Dropped outside the lock: dropping a waker may run foreign code (even a release into this pool).
+        drop(old);
+        None
+    }
+
+    /// Withdraws waiter `id`. Returns the grant that reached it first, if any: the caller uses it or releases it
+    /// again (which hands it to the next waiter).
+    pub(crate) fn cancel(&self, id: u64) -> Option<Grant> {
+        let mut l = lock(&self.list);
+        if let Some(p) = l.queue.iter().position(|q| q.id == id) {
+            let entry = l.queue.remove(p);
+            self.count.fetch_sub(1, Relaxed);
+            drop(l);
+            // Its waker is dropped outside the lock, as in `poll`.
+            drop(entry);
+            return None;
+        }
+        let p = l.granted.iter().position(|(g, _)| *g == id)?;
+        Some(l.granted.swap_remove(p).1)
+    }
+
+    /// Hands `grant` to the front waiter and wakes it, or gives it back if nobody is queued.
+    pub(crate) fn offer(&self, grant: Grant) -> Result<(), Grant> {
+        let mut l = lock(&self.list);
+        let Some(q) = l.queue.pop_front() else {
+            return Err(grant);
+        };
+        self.count.fetch_sub(1, Relaxed);
+        l.granted.push((q.id, grant));
+        drop(l);
+        q.wake.wake();
+        Ok(())
+    }
+
+    /// Serves queued waiters, front first, with whatever `take` finds available (called under the list lock,
+    /// so `take` must not block or call the OS), until the queue or the supply runs out.
+    pub(crate) fn serve(&self, mut take: impl FnMut() -> Option<Grant>) {
+        loop {
+            let mut l = lock(&self.list);
+            let Some(q) = l.queue.pop_front() else {
+                return;
+            };
+            let Some(grant) = take() else {
+                l.queue.push_front(q);
+                return;
+            };
+            self.count.fetch_sub(1, Relaxed);
+            l.granted.push((q.id, grant));
+            drop(l);
+            q.wake.wake();
+        }
+    }
+}
