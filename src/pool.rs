@@ -642,19 +642,7 @@ impl PagePool {
         if before == 0 {
             inner.overflow.warn_started(self.capacity());
         }
-        match inner
-            .overflow
-            .map_with_permit(&inner.counters, &inner.mem, bytes)
-        {
-            Ok(b) => {
-                inner.add_refs(1);
-                Ok(AlignedBuf::overflow(self.handle.inner, b))
-            }
-            Err(e) => {
-                inner.give_back_permit(reserve);
-                Err(e)
-            }
-        }
+        self.map_overflow(bytes, reserve)
     }
 
     /// The buffer sizes this pool serves from pooled memory, smallest first: the size classes, or just
@@ -854,21 +842,28 @@ impl PagePool {
                 inner.counters.hit();
                 Ok(self.buf(slot))
             }
-            Grant::Permit => {
-                let size = inner.arena.layout().buf_size;
-                match inner
-                    .overflow
-                    .map_with_permit(&inner.counters, &inner.mem, size)
-                {
-                    Ok(b) => {
-                        inner.add_refs(1);
-                        Ok(AlignedBuf::overflow(self.handle.inner, b))
-                    }
-                    Err(e) => {
-                        inner.give_back_permit(inner.overflow.reserve_bytes());
-                        Err(e)
-                    }
-                }
+            Grant::Permit => self.map_overflow(
+                inner.arena.layout().buf_size,
+                inner.overflow.reserve_bytes(),
+            ),
+        }
+    }
+
+    /// Maps an overflow buffer of `bytes` bytes for a permit and `reserve` bytes of budget the caller holds;
+    /// on an OS refusal both go back (to a waiter, if any).
+    fn map_overflow(&self, bytes: usize, reserve: usize) -> Result<AlignedBuf, AcquireError> {
+        let inner = self.inner();
+        match inner
+            .overflow
+            .map_with_permit(&inner.counters, &inner.mem, bytes)
+        {
+            Ok(b) => {
+                inner.add_refs(1);
+                Ok(AlignedBuf::overflow(self.handle.inner, b))
+            }
+            Err(e) => {
+                inner.give_back_permit(reserve);
+                Err(e)
             }
         }
     }

@@ -1,34 +1,15 @@
 //! Waiting at the limit under `OverflowPolicy::Wait`: timeouts, wake-ups by releases on other threads, no
 //! starvation under steady load, permits handed to waiters, and waiting with per-thread caches.
 
-use pagepool::{AcquireError, OverflowPolicy, PagePool, PoolBuilder};
+mod common;
+use common::{until_waiting, waiting_pool, WATCHDOG};
+use pagepool::{AcquireError, OverflowPolicy, PagePool};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Longer than any test needs; a waiter that hits it has been starved or lost a wake-up.
-const WATCHDOG: Duration = Duration::from_secs(60);
-
 fn page() -> usize {
     pagepool::page_size()
-}
-
-fn waiting_pool(capacity: usize) -> PoolBuilder {
-    PagePool::builder()
-        .buf_size(page())
-        .capacity(capacity)
-        .thread_cache(0)
-        .max_overflow(0)
-        .overflow(OverflowPolicy::Wait)
-}
-
-/// Spins until `n` callers wait on `pool` (panics after the watchdog).
-fn until_waiting(pool: &PagePool, n: usize) {
-    let start = Instant::now();
-    while pool.stats().waiters != n {
-        assert!(start.elapsed() < WATCHDOG, "never reached {n} waiters");
-        std::thread::yield_now();
-    }
 }
 
 #[test]

@@ -4,30 +4,12 @@
 
 use futures::executor::block_on;
 use futures::task::noop_waker;
-use pagepool::{AcquireError, OverflowPolicy, PagePool, PoolBuilder};
+mod common;
+use common::{until_waiting, waiting_pool, WATCHDOG};
+use pagepool::{AcquireError, OverflowPolicy, PagePool};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
-
-const WATCHDOG: Duration = Duration::from_secs(60);
-
-fn waiting_pool(capacity: usize) -> PoolBuilder {
-    PagePool::builder()
-        .buf_size(pagepool::page_size())
-        .capacity(capacity)
-        .thread_cache(0)
-        .max_overflow(0)
-        .overflow(OverflowPolicy::Wait)
-}
-
-fn until_waiting(pool: &PagePool, n: usize) {
-    let start = Instant::now();
-    while pool.stats().waiters != n {
-        assert!(start.elapsed() < WATCHDOG, "never reached {n} waiters");
-        std::thread::yield_now();
-    }
-}
 
 /// Runs `body` on its own thread and fails if it has not finished within the watchdog: a lost wake-up would
 /// otherwise hang `block_on` forever.

@@ -181,3 +181,25 @@ impl Recorder {
         self.events.lock().unwrap().clone()
     }
 }
+
+/// The waiting tests' watchdog: a wait that takes this long is a hang, not a slow machine.
+pub const WATCHDOG: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A pool that waits at its capacity: no thread cache (waiting is exact), no overflow.
+pub fn waiting_pool(capacity: usize) -> pagepool::PoolBuilder {
+    pagepool::PagePool::builder()
+        .buf_size(pagepool::page_size())
+        .capacity(capacity)
+        .thread_cache(0)
+        .max_overflow(0)
+        .overflow(pagepool::OverflowPolicy::Wait)
+}
+
+/// Spins until `n` callers wait on `pool` (panics after the watchdog).
+pub fn until_waiting(pool: &pagepool::PagePool, n: usize) {
+    let start = std::time::Instant::now();
+    while pool.stats().waiters != n {
+        assert!(start.elapsed() < WATCHDOG, "never reached {n} waiters");
+        std::thread::yield_now();
+    }
+}
