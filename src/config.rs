@@ -493,23 +493,6 @@ impl PoolBuilder {
                 }
             }
         }
-        let layout_bytes = (0..chunks)
-            .map(|k| {
-                let per = 1usize << slots_per_chunk.trailing_zeros();
-                let slots = per.min(self.capacity - k * per);
-                (lead + slots * stride).next_multiple_of(chunk_round)
-            })
-            .sum::<usize>();
-        if self.lock_memory == LockPolicy::Required && !sys::lock_exempt() {
-            if let Some(limit) = sys::memlock_limit() {
-                if layout_bytes > limit {
-                    return Err(ConfigError::MemoryLockLimit {
-                        limit,
-                        requested: layout_bytes,
-                    });
-                }
-            }
-        }
         let layout = Layout {
             buf_size: self.buf_size,
             align,
@@ -521,11 +504,26 @@ impl PoolBuilder {
             lead,
             chunk_align,
             chunk_round,
-            pooled_bytes: layout_bytes,
             hugetlb: self.huge_pages == HugePages::Explicit,
         };
+        self.check_lock_limit(&layout)?;
         self.check_budget(&layout)?;
         Ok(layout)
+    }
+
+    /// `LockPolicy::Required`: every chunk must fit under `RLIMIT_MEMLOCK` unless this thread may exceed it.
+    fn check_lock_limit(&self, l: &Layout) -> Result<(), ConfigError> {
+        if self.lock_memory != LockPolicy::Required || sys::lock_exempt() {
+            return Ok(());
+        }
+        let Some(limit) = sys::memlock_limit() else {
+            return Ok(());
+        };
+        let requested = (0..l.chunks).map(|k| l.chunk_len(k)).sum::<usize>();
+        if requested > limit {
+            return Err(ConfigError::MemoryLockLimit { limit, requested });
+        }
+        Ok(())
     }
 
     /// Checks `max_bytes` and `OverflowPolicy::Wait` against the layout, capacity, prealloc and max_overflow.
@@ -706,8 +704,6 @@ pub(crate) struct Layout {
     pub(crate) chunk_align: usize,
     /// Each chunk's mapping length is rounded up to this (the page size, or the huge page size).
     pub(crate) chunk_round: usize,
-    /// Bytes of all chunks once every one is mapped (before alignment slack).
-    pub(crate) pooled_bytes: usize,
     /// Chunks are mapped with explicit huge pages (`MAP_HUGETLB`).
     pub(crate) hugetlb: bool,
 }

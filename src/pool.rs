@@ -891,7 +891,7 @@ impl PagePool {
     /// Wraps a slot that already carries its reference.
     #[inline]
     fn buf(&self, slot: u32) -> AlignedBuf {
-        self.buf_at(slot, self.inner().arena.slot_ptr(slot))
+        self.buf_at(slot, self.inner().slot_ptr(slot))
     }
 
     /// [`buf`](Self::buf) with the slot's address already known.
@@ -1139,7 +1139,7 @@ impl PagePool {
     /// Address of pooled slot `slot`, whose chunk must be mapped. For `iovecs` (`uring.rs`).
     #[cfg_attr(not(all(feature = "io-uring", target_os = "linux")), allow(dead_code))]
     pub(crate) fn slot_ptr(&self, slot: u32) -> NonNull<u8> {
-        self.inner().arena.slot_ptr(slot)
+        self.inner().slot_ptr(slot)
     }
 
     /// Bytes per buffer of [`acquire`](Self::acquire) (the default class's, with size classes).
