@@ -3,6 +3,7 @@
 use crate::overflow::OverflowBuf;
 use crate::pool::Inner;
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::ptr::NonNull;
 
@@ -35,7 +36,11 @@ pub struct AlignedBuf {
     /// The buffer's own mapping, for an overflow buffer. Boxed so that the common pooled buffer stays small
     /// (40 bytes instead of 72): the handle is moved on every acquire, and the box's allocation only happens on
     /// the overflow path, next to an `mmap`.
-    mapping: Option<Box<OverflowBuf>>,
+    ///
+    /// `ManuallyDrop` because `Drop for AlignedBuf` takes it (leaving `None`): without it, the drop glue would
+    /// test the field again after `drop`, and that test's dealloc call would cost the inlined pooled drop its
+    /// call-free fast path.
+    mapping: ManuallyDrop<Option<Box<OverflowBuf>>>,
     /// The pool's shared state; this buffer owns one reference on it (see `cache.rs`).
     pool: NonNull<Inner>,
 }
@@ -54,7 +59,7 @@ impl AlignedBuf {
             ptr,
             len,
             slot,
-            mapping: None,
+            mapping: ManuallyDrop::new(None),
             pool,
         }
     }
@@ -64,7 +69,7 @@ impl AlignedBuf {
             ptr: b.ptr,
             len: b.buf_size,
             slot: u32::MAX,
-            mapping: Some(Box::new(b)),
+            mapping: ManuallyDrop::new(Some(Box::new(b))),
             pool,
         }
     }
@@ -141,23 +146,45 @@ impl AsMut<[u8]> for AlignedBuf {
 }
 
 impl Drop for AlignedBuf {
+    /// The common case (a pooled buffer of a pool without a memory policy, going back into this thread's
+    /// cache) inlines and makes no calls; everything else is a tail call to an out-of-line path. The cold
+    /// paths take the fields by value, never `&mut self`: a buffer whose address escapes cannot be kept in
+    /// registers by the caller, and copying it through memory costs store-forwarding stalls.
     #[inline]
     fn drop(&mut self) {
-        match self.mapping.take() {
-            None => {
-                // SAFETY: the buffer's reference keeps Inner alive.
-                let inner = unsafe { self.pool.as_ref() };
-                if inner.scrub != 0 {
-                    inner.mem.on_release(self.ptr, self.len);
-                }
-                crate::sys::poison(self.ptr.as_ptr(), self.len);
-                // SAFETY: this buffer owns the slot and one reference; it is never used again after drop.
-                unsafe { Inner::release(self.pool, self.slot, self.ptr) }
-            }
-            // SAFETY: as above, for the overflow mapping.
-            Some(m) => unsafe { Inner::release_overflow(self.pool, *m) },
+        if let Some(m) = self.mapping.take() {
+            return drop_overflow(self.pool, m);
         }
+        // SAFETY: the buffer's reference keeps Inner alive.
+        let inner = unsafe { self.pool.as_ref() };
+        if inner.scrub != 0 {
+            return drop_scrubbed(self.pool, self.slot, self.ptr, self.len);
+        }
+        crate::sys::poison(self.ptr.as_ptr(), self.len);
+        // SAFETY: this buffer owns the slot and one reference; it is never used again after drop.
+        unsafe { Inner::release(self.pool, self.slot, self.ptr) }
     }
+}
+
+/// The drop of an overflow buffer: `m` is its mapping, and the buffer owned one reference on `pool`.
+#[cold]
+#[inline(never)]
+#[allow(clippy::boxed_local)] // the box is what the buffer holds; it is opened here, off the hot path
+fn drop_overflow(pool: NonNull<Inner>, m: Box<OverflowBuf>) {
+    // SAFETY: the dropped buffer owned this mapping and one reference on `pool`; it is never used again.
+    unsafe { Inner::release_overflow(pool, *m) }
+}
+
+/// The drop of a pooled buffer of a pool with a memory policy: scrub, then release.
+#[cold]
+#[inline(never)]
+fn drop_scrubbed(pool: NonNull<Inner>, slot: u32, ptr: NonNull<u8>, len: usize) {
+    // SAFETY: the dropped buffer owned one reference on `pool`, which keeps Inner alive.
+    let inner = unsafe { pool.as_ref() };
+    inner.mem.on_release(ptr, len);
+    crate::sys::poison(ptr.as_ptr(), len);
+    // SAFETY: the dropped buffer owned the slot and one reference; it is never used again.
+    unsafe { Inner::release(pool, slot, ptr) }
 }
 
 impl fmt::Debug for AlignedBuf {

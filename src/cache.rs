@@ -22,7 +22,7 @@
 //! slots has made another pool operation or exited.
 
 use crate::pool::Inner;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, Release};
@@ -67,6 +67,8 @@ struct Entry {
     inner: NonNull<Inner>,
     /// Idle slots, most recently released last (handed out first: warm in cache and TLB).
     slots: Vec<Cached>,
+    /// The pool's `cache_size`: the most slots kept (copied here so the hit path reads one line).
+    cap: usize,
     /// The pool's trim epoch this entry last honoured.
     trim_seen: u64,
     hits: u64,
@@ -84,9 +86,17 @@ impl Entry {
 
     /// Publishes the cache length. `Release`, so a `stats()` that reads the new length (with `Acquire`) also
     /// sees where the slots went (depot and freelist counts written before).
-    #[inline]
+    #[inline(always)]
     fn publish(&self) {
         self.stats.cached.store(self.slots.len(), Release);
+    }
+
+    /// Counts a cache hit and publishes the new length.
+    #[inline(always)]
+    fn hit(&mut self) {
+        self.hits += 1;
+        self.stats.hits.store(self.hits, Relaxed);
+        self.publish();
     }
 
     /// Moves the oldest `n` slots back to the pool and drops their references: whole magazines to the depot
@@ -131,7 +141,10 @@ impl Entry {
 
 /// This thread's caches, one entry per pool used (most recently used first).
 struct Local {
-    entries: Vec<Entry>,
+    /// Boxed so that an entry's address is stable while the vector is reordered: [`HOT`] points at the
+    /// front one.
+    #[allow(clippy::vec_box)] // the boxes are the point: stable addresses
+    entries: Vec<Box<Entry>>,
     epoch_seen: u64,
 }
 
@@ -157,9 +170,9 @@ impl Local {
         self.epoch_seen = epoch;
         let mut i = 0;
         while i < self.entries.len() {
-            let e = &mut self.entries[i];
+            let e = &mut *self.entries[i];
             if e.inner().is_closing() {
-                self.entries.swap_remove(i).close();
+                (*self.entries.swap_remove(i)).close();
                 continue;
             }
             let trim = e.inner().trim_epoch();
@@ -177,7 +190,7 @@ impl Local {
     #[inline]
     fn entry(&mut self, inner: NonNull<Inner>) -> Option<&mut Entry> {
         if self.entries.first().is_some_and(|e| e.inner == inner) {
-            return self.entries.first_mut();
+            return self.entries.first_mut().map(|e| &mut **e);
         }
         self.other_entry(inner)
     }
@@ -188,7 +201,7 @@ impl Local {
         match self.entries.iter().position(|e| e.inner == inner) {
             Some(p) => {
                 self.entries.swap(0, p);
-                self.entries.first_mut()
+                self.entries.first_mut().map(|e| &mut **e)
             }
             None => self.new_entry(inner),
         }
@@ -205,13 +218,14 @@ impl Local {
         let stats = r.register_cache();
         self.entries.insert(
             0,
-            Entry {
+            Box::new(Entry {
                 inner,
                 slots: Vec::with_capacity(r.cache_size),
+                cap: r.cache_size,
                 trim_seen: r.trim_epoch(),
                 hits: 0,
                 stats,
-            },
+            }),
         );
         Some(&mut self.entries[0])
     }
@@ -219,8 +233,10 @@ impl Local {
 
 impl Drop for Local {
     fn drop(&mut self) {
+        // The entries go away: the hit paths must not reach them (nor anything else, from here on).
+        hot_off();
         for e in self.entries.drain(..) {
-            e.close();
+            (*e).close();
         }
     }
 }
@@ -236,23 +252,140 @@ loom::thread_local! {
     static LOCAL: RefCell<Local> = RefCell::new(Local::new());
 }
 
-/// Runs `f` on this thread's caches, or returns `None` when they are unavailable (thread-local storage
-/// already destroyed during thread exit, or a re-entrant call).
-#[inline]
-fn with_local<R>(f: impl FnOnce(&mut Local) -> Option<R>) -> Option<R> {
+/// The hit paths' view of this thread's caches: the front (most recently used) entry of [`LOCAL`] and the
+/// sweep epoch that `LOCAL` has honoured, published whenever `LOCAL` is not borrowed.
+///
+/// `LOCAL` owns a destructor, so every access to it checks whether the destructor is registered, and its
+/// `RefCell` costs a borrow flag round trip; `HOT` has no destructor and no borrow flag, so reaching it is one
+/// thread-pointer-relative address. The rule that makes the raw pointer sound: `entry` is non-null only while
+/// `LOCAL` is not borrowed and the entry it points to is alive. Every borrow of `LOCAL` clears it first
+/// ([`hot_off`]) and republishes it when done ([`hot_on`]); `Local`'s destructor clears it for good. Entries
+/// are boxed, so reordering `Local::entries` does not move them.
+struct Hot {
+    entry: Cell<*mut Entry>,
+    epoch: Cell<u64>,
+}
+
+#[cfg(not(loom))]
+std::thread_local! {
+    static HOT: Hot = const {
+        Hot {
+            entry: Cell::new(std::ptr::null_mut()),
+            epoch: Cell::new(0),
+        }
+    };
+}
+
+#[cfg(loom)]
+loom::thread_local! {
+    static HOT: Hot = Hot {
+        entry: Cell::new(std::ptr::null_mut()),
+        epoch: Cell::new(0),
+    };
+}
+
+/// Takes the hit paths off this thread's caches (before `LOCAL` is borrowed or torn down).
+fn hot_off() {
+    let _ = HOT.try_with(|h| h.entry.set(std::ptr::null_mut()));
+}
+
+/// Republishes the front entry and the honoured epoch for the hit paths, as the borrow of `LOCAL` ends.
+fn hot_on(l: &mut Local) {
+    let front = l
+        .entries
+        .first_mut()
+        .map_or(std::ptr::null_mut(), |e| &mut **e as *mut Entry);
+    let _ = HOT.try_with(|h| {
+        h.epoch.set(l.epoch_seen);
+        h.entry.set(front);
+    });
+}
+
+/// Borrows this thread's caches (with the hit paths off meanwhile), or `None` when they are unavailable
+/// (thread-local storage already destroyed during thread exit, or a re-entrant call).
+fn borrow_local<R>(f: impl FnOnce(&mut Local) -> Option<R>) -> Option<R> {
     LOCAL
         .try_with(|l| {
             let mut l = l.try_borrow_mut().ok()?;
-            l.sweep();
-            f(&mut l)
+            hot_off();
+            let r = f(&mut l);
+            hot_on(&mut l);
+            r
         })
         .ok()
         .flatten()
 }
 
+/// Runs `f` on this thread's caches after a sweep; `None` as for [`borrow_local`].
+#[inline]
+fn with_local<R>(f: impl FnOnce(&mut Local) -> Option<R>) -> Option<R> {
+    borrow_local(|l| {
+        l.sweep();
+        f(l)
+    })
+}
+
+/// The front entry for the hit paths, if it belongs to `inner` and no sweep is due.
+#[inline(always)]
+fn hot_entry<R>(inner: NonNull<Inner>, f: impl FnOnce(&mut Entry) -> Option<R>) -> Option<R> {
+    HOT.try_with(|h| {
+        let e = h.entry.get();
+        if e.is_null() || SWEEP_EPOCH.load(Relaxed) != h.epoch.get() {
+            return None;
+        }
+        // SAFETY: a non-null `entry` points at a live, boxed entry of this thread's `LOCAL`, which nothing
+        // else accesses now: `LOCAL` is not borrowed (every borrow clears `entry` first), and the hit paths
+        // make no calls that could re-enter the pool, so this is the only reference (see `Hot`).
+        let e = unsafe { &mut *e };
+        if e.inner != inner {
+            return None;
+        }
+        f(e)
+    })
+    .ok()
+    .flatten()
+}
+
+/// The hit path of [`acquire`], small enough to inline into `PagePool::acquire`: pops a slot when this
+/// pool's entry is the most recently used one, the sweep epoch has not moved and the cache is not empty.
+/// Anything else (`None`) goes to [`acquire`], which handles it in full. No calls, so the caller's fast path
+/// needs no register spills.
+#[inline(always)]
+pub(crate) fn pop(inner: NonNull<Inner>) -> Option<Cached> {
+    hot_entry(inner, |e| {
+        let slot = e.slots.pop()?;
+        e.hit();
+        Some(slot)
+    })
+}
+
+/// The hit path of [`release`]: pushes onto this pool's entry when it is the most recently used one, the
+/// sweep epoch has not moved and the cache has room. `Err` gives the slot back for [`release`].
+#[inline(always)]
+pub(crate) fn push(inner: NonNull<Inner>, slot: Cached) -> Result<(), Cached> {
+    hot_entry(inner, |e| {
+        let len = e.slots.len();
+        if len >= e.cap {
+            return None;
+        }
+        // SAFETY: `len < cap <= capacity` (the Vec was made with capacity `cap` and never holds more than
+        // `cap`), so slot `len` is allocated spare room; writing it and then growing the length by one
+        // initialises exactly the element `set_len` exposes. (A plain `push` would keep a never-taken
+        // reallocation call in this hot path.)
+        unsafe {
+            e.slots.as_mut_ptr().add(len).write(slot);
+            e.slots.set_len(len + 1);
+        }
+        e.publish();
+        Some(())
+    })
+    .ok_or(slot)
+}
+
 /// Takes a slot from this thread's cache, refilling it from the shared freelist when empty. The returned
 /// slot carries one reference. `None`: cache unavailable or the freelist is empty too.
-#[inline]
+#[cold]
+#[inline(never)]
 pub(crate) fn acquire(inner: NonNull<Inner>) -> Option<Cached> {
     with_local(|l| {
         let e = l.entry(inner)?;
@@ -260,9 +393,7 @@ pub(crate) fn acquire(inner: NonNull<Inner>) -> Option<Cached> {
             Some(s) => s,
             None => refill(e)?,
         };
-        e.hits += 1;
-        e.stats.hits.store(e.hits, Relaxed);
-        e.publish();
+        e.hit();
         Some(slot)
     })
 }
@@ -300,12 +431,13 @@ fn refill(e: &mut Entry) -> Option<Cached> {
 
 /// Puts a released slot (and its reference) into this thread's cache. Returns `false` if the caller must
 /// release it directly instead (cache unavailable, or the pool is closing).
-#[inline]
+#[cold]
+#[inline(never)]
 pub(crate) fn release(inner: NonNull<Inner>, slot: Cached) -> bool {
     with_local(|l| {
         let e = l.entry(inner)?;
-        if e.slots.len() >= e.inner().cache_size {
-            let half = (e.inner().cache_size / 2).max(1);
+        if e.slots.len() >= e.cap {
+            let half = (e.cap / 2).max(1);
             e.flush(half);
         }
         e.slots.push(slot);
@@ -317,24 +449,20 @@ pub(crate) fn release(inner: NonNull<Inner>, slot: Cached) -> bool {
 
 /// Flushes this thread's cache for `inner` (all of it) and drops the entry. Used by the closing handle.
 pub(crate) fn close_local(inner: NonNull<Inner>) {
-    let _ = LOCAL.try_with(|l| {
-        if let Ok(mut l) = l.try_borrow_mut() {
-            if let Some(p) = l.entries.iter().position(|e| e.inner == inner) {
-                l.entries.swap_remove(p).close();
-            }
-        }
+    borrow_local(|l| {
+        let p = l.entries.iter().position(|e| e.inner == inner)?;
+        (*l.entries.swap_remove(p)).close();
+        Some(())
     });
 }
 
 /// Flushes this thread's cache for `inner` but keeps the entry. Used by `trim`.
 pub(crate) fn flush_local(inner: NonNull<Inner>) {
-    let _ = LOCAL.try_with(|l| {
-        if let Ok(mut l) = l.try_borrow_mut() {
-            if let Some(e) = l.entries.iter_mut().find(|e| e.inner == inner) {
-                let n = e.slots.len();
-                e.flush(n);
-                e.trim_seen = e.inner().trim_epoch();
-            }
-        }
+    borrow_local(|l| {
+        let e = l.entries.iter_mut().find(|e| e.inner == inner)?;
+        let n = e.slots.len();
+        e.flush(n);
+        e.trim_seen = e.inner().trim_epoch();
+        Some(())
     });
 }

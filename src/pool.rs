@@ -229,15 +229,36 @@ impl Inner {
         // first sweeps away the entries of pools closed since its last look (`cache.rs`). The one shared word
         // read is the waiter count, written only when a waiter comes or goes, and only by `Wait` pools (the
         // flag beside `cache_size` is never written, and keeps the other pools' loom models unchanged).
+        if !(inner.waitable && inner.waiters.any()) && inner.cache_size > 0 {
+            if let Err(c) = cache::push(this, cache::Cached { slot, ptr }) {
+                // SAFETY: forwarded from our caller.
+                unsafe { Inner::release_slow(this, c) };
+            }
+            return;
+        }
+        // SAFETY: forwarded from our caller.
+        unsafe { Inner::release_slow(this, cache::Cached { slot, ptr }) };
+    }
+
+    /// `release` past the thread cache's hit path: to a waiter, through the full cache path (sweep, entry
+    /// lookup, flush), or to the shared freelist. Out of line so that dropping a buffer inlines.
+    ///
+    /// # Safety
+    /// As for [`Inner::release`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn release_slow(this: NonNull<Inner>, c: cache::Cached) {
+        // SAFETY: the buffer's reference keeps Inner alive.
+        let inner = unsafe { this.as_ref() };
         if inner.waitable && inner.waiters.any() {
             // SAFETY: forwarded from our caller.
-            unsafe { Inner::release_to_waiter(this, slot) };
+            unsafe { Inner::release_to_waiter(this, c.slot) };
             return;
         }
-        if inner.cache_size > 0 && cache::release(this, cache::Cached { slot, ptr }) {
+        if inner.cache_size > 0 && cache::release(this, c) {
             return;
         }
-        inner.free.push(slot);
+        inner.free.push(c.slot);
         if inner.waitable {
             inner.after_release();
         }
@@ -560,6 +581,17 @@ impl PagePool {
     /// ```
     #[inline]
     pub fn acquire(&self) -> Result<AlignedBuf, AcquireError> {
+        if let Some(c) = cache::pop(self.handle.inner) {
+            return Ok(self.buf_at(c.slot, c.ptr));
+        }
+        self.acquire_cached_miss()
+    }
+
+    /// `acquire` when the thread cache's hit path did not serve: the full cache path (sweep, entry lookup,
+    /// refill), then the shared freelist and beyond.
+    #[cold]
+    #[inline(never)]
+    fn acquire_cached_miss(&self) -> Result<AlignedBuf, AcquireError> {
         let inner = self.inner();
         if inner.cache_size > 0 {
             if let Some(c) = cache::acquire(self.handle.inner) {

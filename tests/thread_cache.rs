@@ -263,3 +263,96 @@ fn caching_off_keeps_strict_accounting() {
     let _c = p.acquire().unwrap(); // both slots available: nothing is stranded in the other thread
     assert_eq!(pool.stats().cached, 0);
 }
+
+/// Buffers held in another thread-local are dropped during thread exit, before or after this thread's cache
+/// is torn down (the order of thread-local destructors is unspecified): either way they go back to the pool,
+/// none is lost or released twice, and acquiring during that teardown works too.
+#[test]
+fn buffers_dropped_by_other_thread_locals_at_exit_come_home() {
+    use std::cell::RefCell;
+    let _g = maps_lock();
+    let p = pool(32, 4);
+    struct Holder {
+        pool: Option<PagePool>,
+        bufs: Vec<pagepool::AlignedBuf>,
+    }
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            self.bufs.clear();
+            // An acquire and release from a destructor running at thread exit.
+            if let Some(p) = self.pool.take() {
+                let b = p.acquire().expect("acquire during thread exit");
+                assert_eq!(b.len(), 8192);
+            }
+        }
+    }
+    thread_local! {
+        static BEFORE: RefCell<Option<Holder>> = const { RefCell::new(None) };
+        static AFTER: RefCell<Option<Holder>> = const { RefCell::new(None) };
+    }
+    for round in 0..200 {
+        let p2 = p.clone();
+        thread::spawn(move || {
+            // Registering one holder before the pool's first use on this thread and one after makes their
+            // destructors run on both sides of the cache's own (which registers at first use).
+            BEFORE.with(|h| {
+                *h.borrow_mut() = Some(Holder {
+                    pool: Some(p2.clone()),
+                    bufs: Vec::new(),
+                })
+            });
+            let mut held: Vec<_> = (0..6).map(|_| p2.acquire().unwrap()).collect();
+            // Cycle a few through the cache so that it holds slots at exit.
+            for _ in 0..3 {
+                drop(held.pop());
+            }
+            BEFORE.with(|h| {
+                h.borrow_mut()
+                    .as_mut()
+                    .unwrap()
+                    .bufs
+                    .push(held.pop().unwrap())
+            });
+            let rest: Vec<_> = held.drain(..).collect();
+            AFTER.with(|h| {
+                *h.borrow_mut() = Some(Holder {
+                    pool: Some(p2.clone()),
+                    bufs: rest,
+                })
+            });
+        })
+        .join()
+        .unwrap();
+        let s = p.stats();
+        assert_eq!(s.in_use, 0, "round {round}: {s:?}");
+        assert_eq!(s.cached, 0, "round {round}: {s:?}");
+        assert_eq!(s.idle, s.pooled_buffers, "round {round}: {s:?}");
+    }
+}
+
+/// One thread alternating between pools moves each pool's cache entry to the front in turn; every buffer
+/// lands in its own pool.
+#[test]
+fn alternating_pools_on_one_thread_keep_their_buffers_apart() {
+    let _g = maps_lock();
+    let a = pool(16, 4);
+    let b = pool(16, 4);
+    let mut held = Vec::new();
+    for i in 0..1000 {
+        let (p, q) = if i % 3 == 0 { (&a, &b) } else { (&b, &a) };
+        let x = p.acquire().unwrap();
+        let y = q.acquire().unwrap();
+        held.push(x);
+        drop(y);
+        if held.len() > 5 {
+            held.remove(i % held.len());
+        }
+    }
+    drop(held);
+    for p in [&a, &b] {
+        p.trim();
+        let s = p.stats();
+        assert_eq!(s.in_use, 0, "{s:?}");
+        assert_eq!(s.idle, s.pooled_buffers, "{s:?}");
+    }
+}
