@@ -18,7 +18,8 @@
 //!   every chunk is mapped;
 //! - (Linux) an overflow buffer's pages are unmapped as soon as it is released; once a pool has no handle and
 //!   no buffer out and every worker has made one more pool operation (or exited, see `cache.rs`), none of its
-//!   pooled pages is mapped (/proc/self/maps).
+//!   pooled pages is mapped (/proc/self/maps). Every buffer is tagged while held (`MADV_DONTDUMP`, see
+//!   [`tag`]) so that a mapping someone else made later at a freed address is told apart from the pool's own.
 //!
 //! Cases: `PROPTEST_CASES` (default 256).
 
@@ -29,6 +30,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::thread;
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)*) => {
+        if !$cond {
+            return Err(TestCaseError::fail(format!($($fmt)*)));
+        }
+    };
+}
 
 fn page() -> usize {
     pagepool::page_size()
@@ -297,29 +306,105 @@ fn corruption(buf: &[u8], stamp: u64) -> Option<String> {
 
 // ---------------------------------------------------------------------------------------------------------
 // /proc/self/maps.
+//
+// "Address `a` is in /proc/self/maps" does not mean "the pool's mapping at `a` survived": once the pool unmaps
+// it, any other mapping of the process may be placed over `a` before the check reads the file. That happened:
+// a worker thread whose start-up was delayed (it had no command yet) mapped its sigaltstack (std maps one per
+// thread, a guard page plus 8 KiB) into the hole a dead pool's chunk had just left. So each buffer's pages are
+// tagged while the test holds it, with a VMA flag that only the test sets, and only a tagged mapping counts as
+// the pool's.
+//
+// Why that is sound: `MADV_DONTDUMP` sets `VM_DONTDUMP` (`dd` in /proc/self/smaps `VmFlags`) on the VMA of
+// those pages. Only `MADV_DODUMP` clears it, and nothing in this process calls that (the library's advice set is
+// DontDump, DontFork, WipeOnFork, HugePage); splitting a VMA (mprotect, madvise, partial munmap) copies its
+// flags, and a VMA only merges with neighbours whose flags are equal. So while the page the pool mapped at `a`
+// stays mapped, the VMA holding `a` has `dd`: an untagged VMA at `a` proves the pool's page is gone, so no leak
+// is excused. Conversely a mapping created later carries `dd` only if someone tags it (std, glibc and libtest
+// never do, the model's configs enable no `dont_dump` policy, and the test tags buffers only at acquire, which
+// never happens between a release or a pool's death and its check), so a reused address is not reported.
 
-/// Addresses among `addrs` that some mapping of this process still contains. `scratch` is preallocated so
-/// reading the maps file does not itself map memory (a large heap allocation could land on a freed range).
+/// Marks `buf`'s pages as the model's (see above). Changes neither their contents nor their protection, only
+/// whether they would go into a core dump; the split of the pool's mapping into a few more VMAs is harmless.
 #[cfg(target_os = "linux")]
-fn still_mapped(addrs: &[usize], scratch: &mut String) -> Vec<usize> {
+fn tag(buf: &AlignedBuf) -> Result<(), TestCaseError> {
+    // SAFETY: the range is the buffer this test holds: page-aligned, a whole number of pages, inside a live
+    // private anonymous mapping. MADV_DONTDUMP only sets a VMA flag; it never touches the pages.
+    let rc = unsafe {
+        libc::madvise(
+            buf.as_ptr() as *mut libc::c_void,
+            buf.len(),
+            libc::MADV_DONTDUMP,
+        )
+    };
+    ensure!(
+        rc == 0,
+        "madvise(MADV_DONTDUMP) on {:p}+{}: {}",
+        buf.as_ptr(),
+        buf.len(),
+        std::io::Error::last_os_error()
+    );
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn tag(_buf: &AlignedBuf) -> Result<(), TestCaseError> {
+    Ok(())
+}
+
+/// Reads a /proc file into `scratch`, preallocated so that reading does not itself map memory (a large heap
+/// allocation could land on a freed range).
+#[cfg(target_os = "linux")]
+fn read_proc(path: &str, scratch: &mut String) {
     use std::io::Read;
     scratch.clear();
-    std::fs::File::open("/proc/self/maps")
+    std::fs::File::open(path)
         .and_then(|mut f| f.read_to_string(scratch))
-        .expect("read /proc/self/maps");
+        .unwrap_or_else(|e| panic!("read {path}: {e}"));
+}
+
+/// The address range of a /proc/self/maps or smaps header line; `None` for the other smaps lines.
+#[cfg(target_os = "linux")]
+fn vma_range(line: &str) -> Option<std::ops::Range<usize>> {
+    let (lo, hi) = line.split_whitespace().next()?.split_once('-')?;
+    Some(usize::from_str_radix(lo, 16).ok()?..usize::from_str_radix(hi, 16).ok()?)
+}
+
+/// Addresses among `addrs` that a tagged mapping (`dd`, see [`tag`]) still contains, each with that
+/// mapping's smaps header and flags. An address inside an untagged mapping is not reported: the tagged page
+/// there is gone, and someone else's mapping took its place.
+#[cfg(target_os = "linux")]
+fn still_mapped(addrs: &[usize], scratch: &mut String) -> Vec<(usize, String)> {
+    read_proc("/proc/self/maps", scratch);
+    let mapped = scratch
+        .lines()
+        .filter_map(vma_range)
+        .any(|r| addrs.iter().any(|a| r.contains(a)));
+    if !mapped {
+        return Vec::new();
+    }
+    // Some address is covered: whose mapping is it? (smaps is read afresh; only its view is used below.)
+    read_proc("/proc/self/smaps", scratch);
     let mut hits = Vec::new();
+    let mut vma: Option<(std::ops::Range<usize>, &str)> = None;
     for line in scratch.lines() {
-        let range = line.split_whitespace().next().unwrap();
-        let (lo, hi) = range.split_once('-').unwrap();
-        let lo = usize::from_str_radix(lo, 16).unwrap();
-        let hi = usize::from_str_radix(hi, 16).unwrap();
-        hits.extend(addrs.iter().copied().filter(|a| (lo..hi).contains(a)));
+        if let Some(r) = vma_range(line) {
+            vma = Some((r, line));
+        } else if let (Some(flags), Some((r, header))) = (line.strip_prefix("VmFlags:"), &vma) {
+            if flags.split_whitespace().any(|f| f == "dd") {
+                hits.extend(
+                    addrs
+                        .iter()
+                        .filter(|a| r.contains(a))
+                        .map(|&a| (a, format!("{} [{}]", header.trim_end(), flags.trim()))),
+                );
+            }
+        }
     }
     hits
 }
 
 #[cfg(not(target_os = "linux"))]
-fn still_mapped(_addrs: &[usize], _scratch: &mut String) -> Vec<usize> {
+fn still_mapped(_addrs: &[usize], _scratch: &mut String) -> Vec<(usize, String)> {
     Vec::new()
 }
 
@@ -361,24 +446,22 @@ struct Harness {
     check_on_death: bool,
 }
 
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)*) => {
-        if !$cond {
-            return Err(TestCaseError::fail(format!($($fmt)*)));
-        }
-    };
-}
-
 impl Harness {
-    fn new(workers: usize) -> Self {
-        Harness {
+    fn new(workers: usize) -> Result<Self, TestCaseError> {
+        let h = Harness {
             workers: (0..workers).map(Worker::spawn).collect(),
             pools: Vec::new(),
             live: Vec::new(),
             next_stamp: 1,
             scratch: String::with_capacity(8 << 20),
             check_on_death: true,
-        }
+        };
+        // One operation on every worker before the case starts: each thread is then running, and what it maps
+        // or allocates once (std's sigaltstack, its malloc arena, its channel blocks, its sentinel cache entry)
+        // exists before the case maps any pool memory. Without this, a worker first used after a pool's death
+        // started meanwhile and mapped its sigaltstack where the pool's chunk had been (see `tag`).
+        h.poke_all()?;
+        Ok(h)
     }
 
     fn worker(&self, w: usize) -> &Worker {
@@ -525,6 +608,7 @@ impl Harness {
                 if let Some(msg) = corruption(&buf, stamp) {
                     return Err(TestCaseError::fail(format!("fresh buffer: {msg}")));
                 }
+                tag(&buf)?;
                 for l in &self.live {
                     let (s, e) = (
                         l.buf.as_ptr() as usize,
@@ -617,7 +701,10 @@ impl Harness {
             let left = still_mapped(&pages, &mut self.scratch);
             ensure!(
                 left.is_empty(),
-                "released overflow buffer still mapped at {left:x?}"
+                "released overflow buffer still mapped: {} of its pages, e.g. {:#x} in {}",
+                left.len(),
+                left[0].0,
+                left[0].1
             );
         } else {
             m.live_pooled -= 1;
@@ -652,10 +739,11 @@ impl Harness {
         ensure!(
             left.is_empty(),
             "pool {:?} is gone (no handle, no buffer, every worker swept) but {} of its buffers are still \
-             mapped, e.g. {:#x}",
+             mapped, e.g. {:#x} in {}",
             m.cfg,
             left.len(),
-            left[0]
+            left[0].0,
+            left[0].1
         );
         Ok(())
     }
@@ -761,7 +849,7 @@ impl Harness {
 }
 
 fn run_case(case: &Case) -> Result<(), TestCaseError> {
-    let mut h = Harness::new(case.workers);
+    let mut h = Harness::new(case.workers)?;
     for op in &case.ops {
         h.step(op)?;
     }
