@@ -313,7 +313,7 @@ fn buffers_dropped_by_other_thread_locals_at_exit_come_home() {
                     .bufs
                     .push(held.pop().unwrap())
             });
-            let rest: Vec<_> = held.drain(..).collect();
+            let rest = std::mem::take(&mut held);
             AFTER.with(|h| {
                 *h.borrow_mut() = Some(Holder {
                     pool: Some(p2.clone()),
