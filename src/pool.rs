@@ -229,7 +229,8 @@ impl Inner {
         // first sweeps away the entries of pools closed since its last look (`cache.rs`). The one shared word
         // read is the waiter count, written only when a waiter comes or goes, and only by `Wait` pools (the
         // flag beside `cache_size` is never written, and keeps the other pools' loom models unchanged).
-        if !(inner.waitable && inner.waiters.any()) && inner.cache_size > 0 {
+        // (No `cache_size > 0` test: a pool without caches never has a cache entry, so `push` refuses.)
+        if !(inner.waitable && inner.waiters.any()) {
             if let Err(c) = cache::push(this, cache::Cached { slot, ptr }) {
                 // SAFETY: forwarded from our caller.
                 unsafe { Inner::release_slow(this, c) };
