@@ -3,7 +3,7 @@
 #![cfg(any(target_os = "linux", windows))]
 
 mod common;
-use common::{mapping_of, maps_lock};
+use common::{mapping_of, maps_lock, tag, tagged_mapping_of};
 use pagepool::PagePool;
 use std::sync::mpsc;
 use std::thread;
@@ -17,6 +17,7 @@ fn buffers_outlive_the_pool_on_another_thread() {
         .build()
         .unwrap();
     let bufs: Vec<_> = (0..6).map(|_| pool.acquire().unwrap()).collect(); // 4 pooled + 2 overflow
+    bufs.iter().for_each(|b| tag(b));
     let addrs: Vec<usize> = bufs.iter().map(|b| b.as_ptr() as usize).collect();
     let (pool_gone_tx, pool_gone_rx) = mpsc::channel::<()>();
     let (checked_tx, checked_rx) = mpsc::channel::<()>();
@@ -53,7 +54,7 @@ fn buffers_outlive_the_pool_on_another_thread() {
     drop(last);
     for &a in &addrs {
         assert_eq!(
-            mapping_of(a),
+            tagged_mapping_of(a),
             None,
             "{a:#x} still mapped after the last buffer came home"
         );
@@ -68,8 +69,11 @@ fn pool_dropped_with_nothing_out_unmaps_at_once() {
         .prealloc(true)
         .build()
         .unwrap();
-    let addr = pool.acquire().unwrap().as_ptr() as usize;
+    let b = pool.acquire().unwrap();
+    tag(&b);
+    let addr = b.as_ptr() as usize;
+    drop(b);
     assert!(mapping_of(addr).is_some());
     drop(pool);
-    assert_eq!(mapping_of(addr), None);
+    assert_eq!(tagged_mapping_of(addr), None);
 }

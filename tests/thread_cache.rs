@@ -5,7 +5,7 @@
 //! concurrently running test could otherwise land on the freed range.
 
 mod common;
-use common::{mapping_of, maps_lock};
+use common::{mapping_of, maps_lock, tag, tagged_mapping_of};
 use pagepool::{ConfigError, OverflowPolicy, PagePool};
 use std::sync::mpsc;
 use std::thread;
@@ -192,11 +192,12 @@ fn dropping_the_pool_on_one_thread_frees_at_once() {
     let _g = maps_lock();
     let pool = pool(64, 8);
     let held: Vec<_> = (0..10).map(|_| pool.acquire().unwrap()).collect();
+    tag(&held[0]);
     let addr = held[0].as_ptr() as usize;
     drop(held); // these rest in this thread's cache and the freelist
     assert!(mapping_of(addr).is_some());
     drop(pool); // the closing handle flushes this thread's cache: nothing else refers to the memory
-    assert_eq!(mapping_of(addr), None);
+    assert_eq!(tagged_mapping_of(addr), None);
 }
 
 #[test]
@@ -218,6 +219,7 @@ fn a_dropped_pool_is_freed_once_other_caches_let_go() {
         let other = other.clone();
         thread::spawn(move || {
             let b = pool.acquire().unwrap();
+            tag(&b);
             let addr = b.as_ptr() as usize;
             drop(b); // cached on this thread
             drop(pool);
@@ -239,7 +241,7 @@ fn a_dropped_pool_is_freed_once_other_caches_let_go() {
     go_tx.send(()).unwrap();
     ready_rx.recv().unwrap();
     assert_eq!(
-        mapping_of(addr),
+        tagged_mapping_of(addr),
         None,
         "unmapped once the worker's cache let go"
     );

@@ -35,6 +35,71 @@ pub fn mapping_of(addr: usize) -> Option<String> {
         .map(str::to_owned)
 }
 
+// "Address `a` is in /proc/self/maps" after a pool unmapped it does not prove a leak: any other mapping of
+// the process may be placed over `a` before the check reads the file (a starting thread's sigaltstack, a guard
+// page plus 8 KiB, has landed in a dead pool's 16 KiB hole). So tests tag the buffers they will check while
+// they hold them (`tag`: MADV_DONTDUMP, the VMA flag `dd`), and `tagged_mapping_of` reports only a tagged
+// mapping. Sound because only MADV_DODUMP clears `dd` (nothing in these tests calls it, nor do they enable the
+// pool's `dont_dump` policy), a VMA split copies its flags and VMAs merge only with equal flags: while the
+// pool's tagged page is mapped, the VMA holding it has `dd`; a mapping made later has it only if tagged.
+// (tests/proptest_model.rs explains the same with its own copy, which reads into preallocated buffers.)
+
+/// Tags a buffer this test holds (see above). Only a VMA flag changes; never the bytes or the protection.
+#[cfg(target_os = "linux")]
+pub fn tag(buf: &[u8]) {
+    // SAFETY: the range is a buffer the caller holds: page-aligned, whole pages, inside a live private
+    // anonymous mapping. MADV_DONTDUMP sets a VMA flag only.
+    let rc = unsafe {
+        libc::madvise(
+            buf.as_ptr() as *mut libc::c_void,
+            buf.len(),
+            libc::MADV_DONTDUMP,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "madvise(MADV_DONTDUMP) on {:p}: {}",
+        buf.as_ptr(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The smaps header and flags of the tagged (`dd`) mapping containing `addr`, if any; an untagged mapping
+/// there means the tagged page is gone and someone else's mapping took its place.
+#[cfg(target_os = "linux")]
+pub fn tagged_mapping_of(addr: usize) -> Option<String> {
+    mapping_of(addr)?;
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let mut header: Option<&str> = None;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if let Some((lo, hi)) = first.split_once('-') {
+            if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+            {
+                header = (lo..hi).contains(&addr).then_some(line);
+                continue;
+            }
+        }
+        if let (Some(h), Some(flags)) = (header, line.strip_prefix("VmFlags:")) {
+            if flags.split_whitespace().any(|f| f == "dd") {
+                return Some(format!("{h} [{}]", flags.trim()));
+            }
+            return None;
+        }
+    }
+    None
+}
+
+/// No reuse check on Windows: `VirtualQuery` describes the region, and the Wine runs are serial.
+#[cfg(windows)]
+pub fn tag(_buf: &[u8]) {}
+
+#[cfg(windows)]
+pub fn tagged_mapping_of(addr: usize) -> Option<String> {
+    mapping_of(addr)
+}
+
 // Each test file uses a different subset.
 #[cfg(windows)]
 #[allow(unused_imports)]
