@@ -7,6 +7,11 @@
 //! older half back the same way. A buffer released on another thread simply lands in *that* thread's
 //! cache: slots are fungible, so cross-thread release costs the same as same-thread release.
 //!
+//! The common pop and push (`pop`, `push`) do not borrow the caches: they go through `HOT`, a destructor-free
+//! thread-local pointing at the most recently used entry, published only while the caches are not borrowed.
+//! Everything else (another pool, a sweep due, an empty or full cache) takes the full path (`acquire`,
+//! `release`), out of line. See `Hot` for the rule that makes this sound, and docs/design.md for the figures.
+//!
 //! # Lifetime protocol
 //! The pool's shared state (`Inner`) carries one reference count `state` (see `pool.rs`): one reference for
 //! all `PagePool` handles together, one per slot outside the freelist (held by a buffer or sitting in a
