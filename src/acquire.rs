@@ -80,8 +80,12 @@ impl Drop for Acquire<'_> {
     fn drop(&mut self) {
         if let Some(id) = self.id.take() {
             if let Some(g) = self.pool.waiters().cancel(id) {
-                tracing::trace!(target: "pagepool", "cancelled waiter passes its grant on");
                 self.pool.give_back(g);
+                // After the grant is passed on: a subscriber may panic (the future may be dropped while its
+                // thread unwinds).
+                crate::sync::foreign(
+                    || tracing::trace!(target: "pagepool", "cancelled waiter passes its grant on"),
+                );
             }
         }
     }

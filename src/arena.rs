@@ -175,11 +175,20 @@ impl Arena {
             self.mapped_bytes.fetch_add(reserved, Relaxed);
             self.mapped_slots.fetch_add(slots, Relaxed);
             self.mapped_chunks.fetch_add(1, Relaxed);
-            tracing::debug!(target: "pagepool", chunk = k, slots, bytes = reserved, "mapped pool chunk");
+            // No event here: the caller owns the slots until they reach the freelist, and emits
+            // `grew_event` then (a subscriber may panic, which must not strand the chunk).
             let first = (k << self.layout.chunk_shift) as u32;
             return Ok(Grow::Grew(first..first + slots as u32));
         }
         Ok(if busy { Grow::Busy } else { Grow::Full })
+    }
+
+    /// The event of a chunk mapped by [`grow`](Self::grow) (`range`: its slots), emitted by the caller once
+    /// those slots are on the freelist or in a buffer.
+    pub(crate) fn grew_event(&self, range: &Range<u32>) {
+        let k = (range.start as usize) >> self.layout.chunk_shift;
+        let bytes = self.layout.chunk_reserved(k);
+        tracing::debug!(target: "pagepool", chunk = k, slots = range.len(), bytes, "mapped pool chunk");
     }
 
     /// True once every chunk is `MAPPED`. The `Acquire` loads pair with the `Release` store of `MAPPED`, so every
@@ -202,20 +211,6 @@ impl Arena {
     /// Bytes reserved by mapped chunks.
     pub(crate) fn mapped_bytes(&self) -> usize {
         self.mapped_bytes.load(Relaxed)
-    }
-}
-
-impl Drop for Arena {
-    fn drop(&mut self) {
-        let mut unmapped = 0;
-        for chunk in self.chunks.iter() {
-            if lock(&chunk.mapping).take().is_some() {
-                unmapped += 1;
-            }
-        }
-        if unmapped > 0 {
-            tracing::debug!(target: "pagepool", chunks = unmapped, "unmapped pool chunks");
-        }
     }
 }
 

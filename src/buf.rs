@@ -92,6 +92,12 @@ impl AlignedBuf {
         crate::policy::fill(self.ptr, self.len, 0);
     }
 
+    /// Start, length and slot index (`u32::MAX` for an overflow buffer), for the pool's own checks.
+    #[inline]
+    pub(crate) fn parts(&self) -> (NonNull<u8>, usize, u32) {
+        (self.ptr, self.len, self.slot)
+    }
+
     /// The pool slot index of a pooled buffer; `None` for an overflow buffer.
     #[cfg_attr(not(all(feature = "io-uring", target_os = "linux")), allow(dead_code))]
     pub(crate) fn slot(&self) -> Option<u32> {

@@ -19,14 +19,23 @@
 //! cross between a cache and the freelist (a batch at a time), never on a cache hit. The last handle sets the
 //! `CLOSING` bit; whoever drops the count to zero with `CLOSING` set frees `Inner`, exactly once.
 //!
-//! A cache of a closed pool would keep its memory alive, so caches notice closes: every pool close and every
-//! [`PagePool::trim`](crate::PagePool::trim) bumps the global `SWEEP_EPOCH`; each operation compares it
-//! with the epoch this thread last saw (one load of a line that is almost never written) and, when it moved,
-//! flushes the entries of closing pools and of pools that asked for a trim. Thread exit flushes everything.
-//! So the memory of a dropped pool is unmapped once its last buffer is home and every thread that cached its
-//! slots has made another pool operation or exited.
+//! Retention, exactly: a thread gets an entry for a pool at its first acquire or release of a buffer of that
+//! pool that reaches this module's full path (caching on), and the entry holds a reference on `Inner` from
+//! then on, **even when its cache is empty**. So every such thread pins the whole pool (all of its chunks)
+//! until the entry goes: when the thread exits, when the pool's last handle is dropped on this very thread
+//! (`close_local`), or at the thread's first cache operation after the pool closed.
+//!
+//! Caches notice closes that way: every pool close, every [`PagePool::trim`](crate::PagePool::trim) and the
+//! first waiter of a `Wait` pool bump the global `SWEEP_EPOCH`; each cache operation (an acquire or release
+//! on this thread of a buffer of *any* pool with thread caches) compares it with the epoch this thread last
+//! saw (one load of a line that is almost never written) and, when it moved, closes the entries of closing
+//! pools and flushes those of pools that asked for a trim. `trim()` flushes only the calling thread's entry
+//! at once; `stats()` never sweeps; pools without thread caches never sweep. So the memory of a dropped pool
+//! is unmapped once its last buffer is home and every thread that ever used it through its cache has made
+//! another cache operation or exited: a thread that used the pool once and then blocks, or only uses pools
+//! without caches, keeps the memory mapped until it exits.
 
-use crate::pool::Inner;
+use crate::pool::{Inner, Ref};
 use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
@@ -105,8 +114,10 @@ impl Entry {
     }
 
     /// Moves the oldest `n` slots back to the pool and drops their references: whole magazines to the depot
-    /// while it has room, the rest to the shared freelist one by one.
-    fn flush(&mut self, n: usize) {
+    /// while it has room, the rest to the shared freelist one by one. A `Wait` pool's wake check is owed, not
+    /// run: it goes to `owed` (with a reference that keeps the pool alive until then), and runs once the
+    /// caller's books balance and this thread's caches are no longer borrowed ([`Local::run_owed`]).
+    fn flush(&mut self, n: usize, owed: &mut Vec<Ref>) {
         let n = n.min(self.slots.len());
         if n == 0 {
             return;
@@ -124,18 +135,19 @@ impl Entry {
             inner.free.push(slot);
         }
         self.publish();
-        if inner.waitable {
-            // The slots are visible now: serve anyone waiting at the limit (the wake handshake, `wait.rs`).
-            inner.after_release();
-        }
         // SAFETY: these n references were owned by the cached slots; the entry's own reference keeps Inner
         // alive past this call, so this cannot be the last one.
         unsafe { Inner::release_refs(self.inner, n) };
+        if inner.waitable {
+            // The slots are visible now: anyone waiting at the limit must be served (the wake handshake,
+            // `wait.rs`). The entry's reference keeps Inner alive for this new one.
+            owed.push(Ref::take(inner));
+        }
     }
 
     /// Flushes everything, unregisters, and drops the entry's own reference (possibly freeing `Inner`).
-    fn close(mut self) {
-        self.flush(self.slots.len());
+    fn close(mut self, owed: &mut Vec<Ref>) {
+        self.flush(self.slots.len(), owed);
         self.inner().unregister_cache(&self.stats, self.hits);
         let inner = self.inner;
         drop(self);
@@ -151,6 +163,8 @@ struct Local {
     #[allow(clippy::vec_box)] // the boxes are the point: stable addresses
     entries: Vec<Box<Entry>>,
     epoch_seen: u64,
+    /// Wake checks owed by flushes of `Wait` pools, run when the borrow of the caches ends.
+    owed: Vec<Ref>,
 }
 
 impl Local {
@@ -158,6 +172,30 @@ impl Local {
         Local {
             entries: Vec::new(),
             epoch_seen: 0,
+            owed: Vec::new(),
+        }
+    }
+
+    /// Runs owed wake checks (`Entry::flush`): each may wake a task, whose waker is foreign code. Every one
+    /// runs even if another panics, and each owed reference is given back either way; the first panic is
+    /// resumed at the end, or, with `quiet` (thread exit, where a panic would abort the process), dropped.
+    fn run_owed(owed: Vec<Ref>, quiet: bool) {
+        let mut first = None;
+        for r in owed {
+            let check = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                r.inner().after_release();
+                // Dropping the reference may free the pool, whose teardown emits an event.
+                drop(r);
+            }));
+            if let Err(p) = check {
+                first.get_or_insert(p);
+            }
+        }
+        if let Some(p) = first {
+            // A buffer may be released while its thread unwinds: a second panic would abort.
+            if !quiet && !std::thread::panicking() {
+                std::panic::resume_unwind(p);
+            }
         }
     }
 
@@ -177,14 +215,14 @@ impl Local {
         while i < self.entries.len() {
             let e = &mut *self.entries[i];
             if e.inner().is_closing() {
-                (*self.entries.swap_remove(i)).close();
+                (*self.entries.swap_remove(i)).close(&mut self.owed);
                 continue;
             }
             let trim = e.inner().trim_epoch();
             if trim != e.trim_seen {
                 e.trim_seen = trim;
                 let n = e.slots.len();
-                e.flush(n);
+                e.flush(n, &mut self.owed);
             }
             i += 1;
         }
@@ -240,9 +278,11 @@ impl Drop for Local {
     fn drop(&mut self) {
         // The entries go away: the hit paths must not reach them (nor anything else, from here on).
         hot_off();
+        let mut owed = std::mem::take(&mut self.owed);
         for e in self.entries.drain(..) {
-            (*e).close();
+            (*e).close(&mut owed);
         }
+        Local::run_owed(owed, true);
     }
 }
 
@@ -315,6 +355,12 @@ fn borrow_local<R>(f: impl FnOnce(&mut Local) -> Option<R>) -> Option<R> {
             hot_off();
             let r = f(&mut l);
             hot_on(&mut l);
+            let owed = std::mem::take(&mut l.owed);
+            drop(l);
+            // Foreign code (a waker) runs only after the caches are consistent and no longer borrowed.
+            if !owed.is_empty() {
+                Local::run_owed(owed, false);
+            }
             r
         })
         .ok()
@@ -388,18 +434,20 @@ pub(crate) fn push(inner: NonNull<Inner>, slot: Cached) -> Result<(), Cached> {
 }
 
 /// Takes a slot from this thread's cache, refilling it from the shared freelist when empty. The returned
-/// slot carries one reference. `None`: cache unavailable or the freelist is empty too.
+/// slot carries one reference; the flag says whether it took a refill (the caller then runs the idle-trim
+/// clock, once the slot is wrapped: a trim runs foreign code). `None`: cache unavailable or the freelist is
+/// empty too.
 #[cold]
 #[inline(never)]
-pub(crate) fn acquire(inner: NonNull<Inner>) -> Option<Cached> {
+pub(crate) fn acquire(inner: NonNull<Inner>) -> Option<(Cached, bool)> {
     with_local(|l| {
         let e = l.entry(inner)?;
-        let slot = match e.slots.pop() {
-            Some(s) => s,
-            None => refill(e)?,
+        let (slot, refilled) = match e.slots.pop() {
+            Some(s) => (s, false),
+            None => (refill(e)?, true),
         };
         e.hit();
-        Some(slot)
+        Some((slot, refilled))
     })
 }
 
@@ -427,7 +475,6 @@ fn refill(e: &mut Entry) -> Option<Cached> {
     if got == 0 {
         return None;
     }
-    inner.idle_tick();
     // The caller holds a handle, so Inner cannot be freed between the pops and this increment.
     inner.add_refs(got);
     // Hand out the slot popped last; the rest stay cached in pop order.
@@ -440,13 +487,15 @@ fn refill(e: &mut Entry) -> Option<Cached> {
 #[inline(never)]
 pub(crate) fn release(inner: NonNull<Inner>, slot: Cached) -> bool {
     with_local(|l| {
+        let mut owed = Vec::new();
         let e = l.entry(inner)?;
         if e.slots.len() >= e.cap {
             let half = (e.cap / 2).max(1);
-            e.flush(half);
+            e.flush(half, &mut owed);
         }
         e.slots.push(slot);
         e.publish();
+        l.owed.append(&mut owed);
         Some(())
     })
     .is_some()
@@ -456,7 +505,7 @@ pub(crate) fn release(inner: NonNull<Inner>, slot: Cached) -> bool {
 pub(crate) fn close_local(inner: NonNull<Inner>) {
     borrow_local(|l| {
         let p = l.entries.iter().position(|e| e.inner == inner)?;
-        (*l.entries.swap_remove(p)).close();
+        (*l.entries.swap_remove(p)).close(&mut l.owed);
         Some(())
     });
 }
@@ -466,7 +515,7 @@ pub(crate) fn flush_local(inner: NonNull<Inner>) {
     borrow_local(|l| {
         let e = l.entries.iter_mut().find(|e| e.inner == inner)?;
         let n = e.slots.len();
-        e.flush(n);
+        e.flush(n, &mut l.owed);
         e.trim_seen = e.inner().trim_epoch();
         Some(())
     });

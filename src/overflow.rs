@@ -148,7 +148,8 @@ impl Overflow {
 
     /// Maps one overflow buffer of `buf_size` bytes (a non-zero page multiple) for a permit, and the budget of
     /// [`reserve_bytes_for(buf_size)`](Self::reserve_bytes_for), that the caller holds, and applies the memory
-    /// policy to it. On an error the caller still holds both and must give them back.
+    /// policy to it. On an error the caller still holds both and must give them back. Emits no event: the
+    /// caller emits [`Self::mapped_event`] or [`Self::map_failed_event`] once its books balance.
     pub(crate) fn map_with_permit(
         &self,
         counters: &Counters,
@@ -194,25 +195,47 @@ impl Overflow {
                 let reserved = b.mapping.reserved();
                 self.mapped_bytes.fetch_add(reserved, Relaxed);
                 counters.overflow_maps.fetch_add(1, Relaxed);
-                tracing::debug!(target: "pagepool", bytes = reserved, "mapped overflow buffer");
                 Ok(b)
             }
             Err(source) => {
                 counters.os_errors.fetch_add(1, Relaxed);
-                tracing::error!(target: "pagepool", bytes = len, error = %source, "overflow mapping failed");
                 Err(AcquireError::Os { bytes: len, source })
             }
         }
     }
 
+    // The events of the overflow path are separate calls, made by the caller once the buffer is wrapped or its
+    // permit and budget are given back: a subscriber runs foreign code, which may panic (docs/safety.md).
+
+    /// The event of a mapped overflow buffer of `bytes` reserved bytes.
+    pub(crate) fn mapped_event(bytes: usize) {
+        tracing::debug!(target: "pagepool", bytes, "mapped overflow buffer");
+    }
+
+    /// The event of a refused overflow mapping (`e` from [`Self::map_with_permit`]).
+    pub(crate) fn map_failed_event(e: &AcquireError) {
+        if let AcquireError::Os { bytes, source } = e {
+            tracing::error!(target: "pagepool", bytes, error = %source, "overflow mapping failed");
+        }
+    }
+
+    /// The event of an unmapped overflow buffer of `bytes` reserved bytes.
+    pub(crate) fn unmapped_event(bytes: usize) {
+        // A buffer may be dropped while its thread unwinds.
+        crate::sync::foreign(
+            || tracing::debug!(target: "pagepool", bytes, "unmapped overflow buffer"),
+        );
+    }
+
     /// Unmaps an overflow buffer (zeroing it first if the policy says so). Its permit and budget stay with the
-    /// caller, who hands them to a waiter or gives them back; returns the budget bytes it held.
+    /// caller, who hands them to a waiter or gives them back (then emits [`Self::unmapped_event`]); returns the
+    /// budget bytes it held and the bytes it had reserved from the OS.
     pub(crate) fn unmap_keep_permit(
         &self,
         b: OverflowBuf,
         counters: &Counters,
         mem: &MemPolicy,
-    ) -> usize {
+    ) -> (usize, usize) {
         if mem.scrub & SCRUB_ZERO != 0 {
             fill(b.ptr, b.buf_size, 0);
         }
@@ -222,11 +245,11 @@ impl Overflow {
         drop(b);
         self.mapped_bytes.fetch_sub(reserved, Relaxed);
         counters.overflow_unmaps.fetch_add(1, Relaxed);
-        tracing::debug!(target: "pagepool", bytes = reserved, "unmapped overflow buffer");
-        budget
+        (budget, reserved)
     }
 
-    /// Warns that overflow began after a quiet spell, at most once per `WARN_INTERVAL_MS`.
+    /// Warns that overflow began after a quiet spell, at most once per `WARN_INTERVAL_MS`. Called once the
+    /// overflow buffer is wrapped (a subscriber may panic).
     pub(crate) fn warn_started(&self, capacity: usize) {
         let now = self.created.elapsed().as_millis() as u64 + 1;
         let last = self.last_warn.load(Relaxed);

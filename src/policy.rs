@@ -36,6 +36,15 @@ pub(crate) struct Region {
     pub(crate) chunk: bool,
 }
 
+/// A `BestEffort` locking shortfall, held until it can be reported.
+#[derive(Debug)]
+struct LockShortfall {
+    asked: usize,
+    locked: usize,
+    limit: Option<usize>,
+    error: io::Error,
+}
+
 #[derive(Debug)]
 pub(crate) struct MemPolicy {
     /// `SCRUB_ZERO | SCRUB_POISON` as configured.
@@ -47,8 +56,12 @@ pub(crate) struct MemPolicy {
     pub(crate) guard: bool,
     /// Bytes locked now (chunks, plus overflow buffers out).
     locked_bytes: AtomicUsize,
-    /// Whether `BestEffort` already warned that it could not lock everything.
+    /// Whether `BestEffort` already fell short of locking everything (it warns once per pool).
     lock_warned: AtomicBool,
+    /// That shortfall's warning, until the mapping path that met it has put its memory where it belongs and
+    /// emits it ([`emit_deferred`](Self::emit_deferred)): a subscriber may panic, and a panic in the middle
+    /// of mapping a chunk would strand the chunk.
+    lock_shortfall: std::sync::Mutex<Option<LockShortfall>>,
     /// Poison mismatches found on acquire.
     pub(crate) poison_violations: AtomicU64,
     /// Bytes given back to the OS by trimming (repeats counted).
@@ -70,6 +83,7 @@ impl MemPolicy {
             guard: b.guard_pages,
             locked_bytes: AtomicUsize::new(0),
             lock_warned: AtomicBool::new(false),
+            lock_shortfall: std::sync::Mutex::new(None),
             poison_violations: AtomicU64::new(0),
             trimmed_bytes: AtomicU64::new(0),
             idle: b.idle_trim_after.map(IdleTrim::new),
@@ -163,17 +177,44 @@ impl MemPolicy {
         } else {
             0
         };
+        // Relaxed: the flag only elects the one call that records the warning; the record itself is under its
+        // lock.
         if !self.lock_warned.swap(true, Relaxed) {
+            let shortfall = LockShortfall {
+                asked: len,
+                locked,
+                limit: sys::memlock_limit(),
+                error: err,
+            };
+            *self
+                .lock_shortfall
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(shortfall);
+        }
+        locked
+    }
+
+    /// Emits the events that [`prepare`](Self::prepare) held back (the `BestEffort` locking shortfall). The
+    /// mapping paths call it once the memory they mapped is in the freelist or wrapped in a buffer.
+    pub(crate) fn emit_deferred(&self) {
+        if !self.lock_warned.load(Relaxed) {
+            return;
+        }
+        let taken = self
+            .lock_shortfall
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(w) = taken {
             tracing::warn!(
                 target: "pagepool",
-                asked = len,
-                locked,
-                limit = sys::memlock_limit(),
-                error = %err,
+                asked = w.asked,
+                locked = w.locked,
+                limit = w.limit,
+                error = %w.error,
                 "lock_memory(BestEffort): could not lock all pool memory; the rest may be swapped out"
             );
         }
-        locked
     }
 
     /// Gives back the lock accounting of a region being unmapped.

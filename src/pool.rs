@@ -165,6 +165,39 @@ impl Drop for Inner {
     }
 }
 
+/// One counted reference on `Inner`, given back when dropped: also when foreign code (a tracing subscriber,
+/// a waker) panics while the owner still needs `Inner`, so an unwinding path never keeps a reference (which
+/// would pin the pool's memory for good).
+pub(crate) struct Ref(NonNull<Inner>);
+
+impl Ref {
+    /// Takes ownership of one reference the caller owns.
+    ///
+    /// # Safety
+    /// The caller owns one reference on `this` and passes it on: it no longer releases it itself.
+    pub(crate) unsafe fn adopt(this: NonNull<Inner>) -> Ref {
+        Ref(this)
+    }
+
+    /// Takes one more reference on the pool of `inner`, which the caller keeps alive with one of its own.
+    pub(crate) fn take(inner: &Inner) -> Ref {
+        inner.add_refs(1);
+        Ref(NonNull::from(inner))
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        // SAFETY: this guard owns a reference, so Inner is alive while the guard is.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for Ref {
+    fn drop(&mut self) {
+        // SAFETY: the guard owns one reference (see `adopt`/`take`) and nothing uses it after this.
+        unsafe { Inner::release_refs(self.0, 1) }
+    }
+}
+
 impl Inner {
     /// Takes `n` more references. The caller must already hold one (so the count cannot be zero).
     #[inline]
@@ -192,7 +225,16 @@ impl Inner {
     /// `this` came from `Box::into_raw` in `from_builder` and no reference to it remains.
     unsafe fn free(this: NonNull<Inner>) {
         // SAFETY: per the contract, we own the allocation exclusively.
-        drop(unsafe { Box::from_raw(this.as_ptr()) });
+        let inner = unsafe { Box::from_raw(this.as_ptr()) };
+        let chunks = inner.arena.mapped_chunks();
+        drop(inner);
+        // After the memory is gone: nothing of the pool is left for a panicking subscriber to strand.
+        if chunks > 0 {
+            // The last buffer may be dropped while its thread unwinds.
+            crate::sync::foreign(
+                || tracing::debug!(target: "pagepool", chunks, "unmapped pool chunks"),
+            );
+        }
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -259,12 +301,14 @@ impl Inner {
         if inner.cache_size > 0 && cache::release(this, c) {
             return;
         }
+        // SAFETY: the buffer's reference, passed on to the guard (released even if a waker panics below).
+        let r = unsafe { Ref::adopt(this) };
         inner.free.push(c.slot);
         if inner.waitable {
+            // The books balance (the slot is on the freelist, its reference with `r`): foreign code may run.
             inner.after_release();
         }
-        // SAFETY: the slot is back in the freelist; this is the buffer's reference.
-        unsafe { Inner::release_refs(this, 1) };
+        drop(r);
     }
 
     /// `release` while someone waits: bypass the thread cache and hand the slot (with its reference) to the
@@ -277,13 +321,16 @@ impl Inner {
     unsafe fn release_to_waiter(this: NonNull<Inner>, slot: u32) {
         // SAFETY: the buffer's reference keeps Inner alive.
         let inner = unsafe { this.as_ref() };
+        // The grant carries the buffer's reference to the waiter; a waker that panics in `offer` does so after
+        // the hand-off is recorded.
         if inner.waiters.offer(Grant::Slot(slot)).is_ok() {
             return;
         }
+        // SAFETY: the buffer's reference, passed on to the guard (released even if a waker panics below).
+        let r = unsafe { Ref::adopt(this) };
         inner.free.push(slot);
         inner.after_release();
-        // SAFETY: the slot is back in the freelist; this is the buffer's reference.
-        unsafe { Inner::release_refs(this, 1) };
+        drop(r);
     }
 
     /// The releaser's half of the wake handshake (`wait.rs`), after making a buffer, a permit or budget
@@ -369,14 +416,17 @@ impl Inner {
     /// # Safety
     /// As for [`Inner::release`].
     pub(crate) unsafe fn release_overflow(this: NonNull<Inner>, b: OverflowBuf) {
-        // SAFETY: the buffer's reference keeps Inner alive.
-        let inner = unsafe { this.as_ref() };
-        let budget = inner
+        // SAFETY: the buffer's reference, passed on to the guard: released at the end, or if a waker or a
+        // subscriber panics on the way.
+        let r = unsafe { Ref::adopt(this) };
+        let inner = r.inner();
+        let (budget, reserved) = inner
             .overflow
             .unmap_keep_permit(b, &inner.counters, &inner.mem);
         inner.give_back_permit(budget);
-        // SAFETY: the mapping is gone and its permit passed on; this is the buffer's reference.
-        unsafe { Inner::release_refs(this, 1) };
+        // The mapping is gone and its permit passed on: the books balance.
+        Overflow::unmapped_event(reserved);
+        drop(r);
     }
 }
 
@@ -459,16 +509,19 @@ impl Inner {
                 bytes += len;
             }
             batch.iter().for_each(|&s| self.free.push(s));
-            if self.waitable {
-                // The batch was invisible to a waiter's look while we held it.
-                self.after_release();
-            }
+        }
+        if bytes > 0 {
+            self.mem.trimmed(bytes);
+        }
+        // Every slot is back and counted: foreign code (a waker, a subscriber) may run from here on.
+        if self.waitable && n > left {
+            // The batches were invisible to a waiter's look while we held them.
+            self.after_release();
         }
         if let Some(error) = failed {
             tracing::warn!(target: "pagepool", error = %error, "trim: the OS refused to take idle memory back");
         }
         if bytes > 0 {
-            self.mem.trimmed(bytes);
             tracing::debug!(target: "pagepool", bytes, why, "trimmed idle pooled memory");
         }
         bytes
@@ -534,7 +587,11 @@ impl PagePool {
             let inner = pool.inner();
             loop {
                 match inner.arena.grow(true, &inner.mem, &inner.budget) {
-                    Ok(Grow::Grew(range)) => range.for_each(|i| inner.free.push(i)),
+                    Ok(Grow::Grew(range)) => {
+                        range.clone().for_each(|i| inner.free.push(i));
+                        inner.arena.grew_event(&range);
+                        inner.mem.emit_deferred();
+                    }
                     Ok(Grow::Busy | Grow::Full) => break,
                     Err(source) => {
                         let bytes = layout.chunk_len(0);
@@ -596,7 +653,7 @@ impl PagePool {
         let inner = self.inner();
         if inner.cache_size > 0 {
             if let Some(c) = cache::acquire(self.handle.inner) {
-                return Ok(self.buf_at(c.slot, c.ptr));
+                return Ok(self.cached_buf(c));
             }
         }
         self.acquire_slow()
@@ -672,10 +729,12 @@ impl PagePool {
             }
             return Err(self.exhausted());
         }
+        let b = self.map_overflow(bytes, reserve);
+        // After the permit is in a buffer (or given back): the warning runs foreign code.
         if before == 0 {
             inner.overflow.warn_started(self.capacity());
         }
-        self.map_overflow(bytes, reserve)
+        b
     }
 
     /// The buffer sizes this pool serves from pooled memory, smallest first: the size classes, or just
@@ -694,8 +753,10 @@ impl PagePool {
         // acquire path of a pool without thread caches.
         let inner = self.inner();
         if let Some(slot) = inner.free.pop() {
+            let b = self.pooled(slot);
+            // After the slot is wrapped: a trim's event or wake-up may run foreign code.
             inner.idle_tick();
-            return Ok(self.pooled(slot));
+            return Ok(b);
         }
         match self.take_past_freelist()? {
             Some(b) => Ok(b),
@@ -715,7 +776,7 @@ impl PagePool {
         let inner = self.inner();
         if inner.cache_size > 0 {
             if let Some(c) = cache::acquire(self.handle.inner) {
-                return Ok(Some(self.buf_at(c.slot, c.ptr)));
+                return Ok(Some(self.cached_buf(c)));
             }
         }
         self.take_slow()
@@ -850,20 +911,24 @@ impl PagePool {
     pub(crate) fn register(&self, wake: Wake) -> Result<Result<AlignedBuf, u64>, AcquireError> {
         let inner = self.inner();
         let (id, first) = inner.waiters.register(wake);
+        // From here until the caller owns the registration, a panic (foreign code in `take`'s events or
+        // wake-ups, or in the trace below) withdraws it: a queued waiter nobody polls would swallow grants.
+        let registered = Registered { pool: self, id };
         if first && inner.cache_size > 0 {
             // Idle buffers resting in thread caches: flush them at each thread's next pool operation.
             inner.trim_epoch.fetch_add(1, Relaxed);
             cache::bump_sweep_epoch();
         }
-        tracing::trace!(target: "pagepool", waiters = inner.waiters.len(), "waiting at the pool's limit");
         let found = match self.take() {
-            Ok(None) => return Ok(Err(id)),
+            Ok(None) => {
+                tracing::trace!(target: "pagepool", waiters = inner.waiters.len(), "waiting at the pool's limit");
+                std::mem::forget(registered);
+                return Ok(Err(id));
+            }
             Ok(Some(b)) => Ok(b),
             Err(e) => Err(e),
         };
-        if let Some(g) = inner.waiters.cancel(id) {
-            self.give_back(g);
-        }
+        drop(registered);
         found.map(Ok)
     }
 
@@ -892,10 +957,16 @@ impl PagePool {
         {
             Ok(b) => {
                 inner.add_refs(1);
-                Ok(AlignedBuf::overflow(self.handle.inner, b))
+                let reserved = b.mapping.reserved();
+                let buf = AlignedBuf::overflow(self.handle.inner, b);
+                // The mapping is in a buffer: the events may run foreign code now.
+                Overflow::mapped_event(reserved);
+                inner.mem.emit_deferred();
+                Ok(buf)
             }
             Err(e) => {
                 inner.give_back_permit(reserve);
+                Overflow::map_failed_event(&e);
                 Err(e)
             }
         }
@@ -930,21 +1001,51 @@ impl PagePool {
     /// [`buf`](Self::buf) with the slot's address already known.
     #[inline]
     fn buf_at(&self, slot: u32, ptr: NonNull<u8>) -> AlignedBuf {
-        let inner = self.inner();
-        let len = inner.arena.layout().buf_size;
-        crate::sys::unpoison(ptr.as_ptr(), len);
-        if inner.scrub != 0 {
-            inner.mem.on_acquire(ptr, len, slot);
+        self.checked(self.wrap(slot, ptr))
+    }
+
+    /// Wraps a slot from `cache::acquire`; after a refill, runs the idle-trim clock (once the slot is wrapped:
+    /// a trim's event or wake-up runs foreign code).
+    fn cached_buf(&self, (c, refilled): (cache::Cached, bool)) -> AlignedBuf {
+        let b = self.buf_at(c.slot, c.ptr);
+        if refilled {
+            self.inner().idle_tick();
         }
+        b
+    }
+
+    /// Wraps a slot that already carries its reference, without the acquire-side scrub check.
+    #[inline]
+    fn wrap(&self, slot: u32, ptr: NonNull<u8>) -> AlignedBuf {
+        let len = self.inner().arena.layout().buf_size;
+        crate::sys::unpoison(ptr.as_ptr(), len);
         AlignedBuf::pooled(self.handle.inner, slot, ptr, len)
     }
 
-    /// Wraps a slot taken from the shared freelist or a new chunk: counts the hit and takes its reference.
-    fn pooled(&self, slot: u32) -> AlignedBuf {
+    /// The acquire-side scrub check of a wrapped buffer (poison check, zeroing). It may emit an event, so it
+    /// runs on a buffer that already owns its slot: if the subscriber panics, dropping the buffer releases it.
+    #[inline]
+    fn checked(&self, buf: AlignedBuf) -> AlignedBuf {
+        let inner = self.inner();
+        if inner.scrub != 0 {
+            let (ptr, len, slot) = buf.parts();
+            inner.mem.on_acquire(ptr, len, slot);
+        }
+        buf
+    }
+
+    /// Counts the hit of a slot taken from the shared freelist, a magazine or a new chunk, takes its reference,
+    /// and wraps it (unchecked: the caller finishes its own bookkeeping first, then calls `checked`).
+    fn pooled_unchecked(&self, slot: u32) -> AlignedBuf {
         let inner = self.inner();
         inner.counters.hit();
         inner.add_refs(1);
-        self.buf(slot)
+        self.wrap(slot, inner.slot_ptr(slot))
+    }
+
+    /// [`pooled_unchecked`](Self::pooled_unchecked), then `checked`.
+    fn pooled(&self, slot: u32) -> AlignedBuf {
+        self.checked(self.pooled_unchecked(slot))
     }
 
     /// Everything `acquire` does past the thread cache; `Ok(None)` at the limit, nothing counted.
@@ -952,8 +1053,10 @@ impl PagePool {
     fn take_slow(&self) -> Result<Option<AlignedBuf>, AcquireError> {
         let inner = self.inner();
         if let Some(slot) = inner.free.pop() {
+            let b = self.pooled(slot);
+            // After the slot is wrapped: a trim's event or wake-up may run foreign code.
             inner.idle_tick();
-            return Ok(Some(self.pooled(slot)));
+            return Ok(Some(b));
         }
         self.take_past_freelist()
     }
@@ -966,27 +1069,31 @@ impl PagePool {
         if let Some(d) = &inner.depot {
             let mut slots = Vec::new();
             if d.take(&mut slots) {
-                let first = slots.pop();
+                let first = slots.pop().map(|s| self.pooled_unchecked(s));
                 let rest = !slots.is_empty();
                 slots.into_iter().for_each(|s| inner.free.push(s));
+                // Every slot of the magazine is in a buffer or on the freelist: foreign code may run now.
                 if rest && inner.waitable {
                     // Slots in transit from the depot were invisible to a waiter's look meanwhile.
                     inner.after_release();
                 }
-                if let Some(first) = first {
-                    return Ok(Some(self.pooled(first)));
+                if let Some(b) = first {
+                    return Ok(Some(self.checked(b)));
                 }
             }
         }
         loop {
             match inner.arena.grow(false, &inner.mem, &inner.budget) {
                 Ok(Grow::Grew(range)) => {
-                    let first = range.start;
-                    (first + 1..range.end).for_each(|i| inner.free.push(i));
+                    let b = self.pooled_unchecked(range.start);
+                    (range.start + 1..range.end).for_each(|i| inner.free.push(i));
+                    // Every slot of the chunk is in `b` or on the freelist: foreign code may run now.
                     if range.len() > 1 && inner.waitable {
                         inner.after_release();
                     }
-                    return Ok(Some(self.pooled(first)));
+                    inner.arena.grew_event(&range);
+                    inner.mem.emit_deferred();
+                    return Ok(Some(self.checked(b)));
                 }
                 Ok(Grow::Full) => break,
                 // Another thread is inside mmap for the last unclaimed chunk. Capacity is not reached, so
@@ -1026,10 +1133,12 @@ impl PagePool {
                 return Ok(None);
             }
         };
+        let b = self.grant_to_buf(Grant::Permit);
+        // After the permit is in a buffer (or given back): the warning runs foreign code.
         if before == 0 {
             inner.overflow.warn_started(self.capacity());
         }
-        self.grant_to_buf(Grant::Permit).map(Some)
+        b.map(Some)
     }
 
     /// Gives idle memory back: flushes idle buffers out of thread caches to the shared freelist (this thread's
@@ -1159,7 +1268,11 @@ impl PagePool {
         let inner = self.inner();
         loop {
             match inner.arena.grow(true, &inner.mem, &inner.budget)? {
-                Grow::Grew(range) => range.for_each(|i| inner.free.push(i)),
+                Grow::Grew(range) => {
+                    range.clone().for_each(|i| inner.free.push(i));
+                    inner.arena.grew_event(&range);
+                    inner.mem.emit_deferred();
+                }
                 // Full means every chunk is MAPPED; the Acquire loads make their bases visible here.
                 Grow::Full if inner.arena.all_mapped() => return Ok(()),
                 Grow::Full => crate::sync::yield_now(),
@@ -1236,6 +1349,21 @@ impl PoolBuilder {
     /// ```
     pub fn build(self) -> Result<PagePool, ConfigError> {
         PagePool::from_builder(&self)
+    }
+}
+
+/// A waiter registration not yet handed to its caller: dropping it (normally, or on unwind) withdraws it, and
+/// passes on a grant that raced in.
+struct Registered<'a> {
+    pool: &'a PagePool,
+    id: u64,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        if let Some(g) = self.pool.inner().waiters.cancel(self.id) {
+            self.pool.give_back(g);
+        }
     }
 }
 

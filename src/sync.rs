@@ -49,3 +49,16 @@ pub(crate) fn park_until(_deadline: Option<std::time::Instant>) {
 pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Runs foreign code: a tracing event (the subscriber's code) or a waker. The pool calls it only once its books
+/// balance (docs/safety.md, "Foreign code"), so a panic may simply propagate, except while this thread is
+/// already unwinding (a buffer or future dropped during a panic): a second panic there would abort the
+/// process, so it is caught and dropped.
+#[inline]
+pub(crate) fn foreign(f: impl FnOnce()) {
+    if std::thread::panicking() {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    } else {
+        f()
+    }
+}

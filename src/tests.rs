@@ -331,3 +331,86 @@ fn overflow_buffers_are_zeroed_before_unmap() {
         assert_eq!(seen, vec![zero]);
     }
 }
+
+/// A subscriber that panics on pagepool events whose message contains `.0` (the foreign-code tests:
+/// tests/foreign_code.rs).
+struct PanickingSubscriber(&'static str);
+
+struct Message(String);
+
+impl tracing::field::Visit for Message {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl tracing::Subscriber for PanickingSubscriber {
+    fn register_callsite(
+        &self,
+        _: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::sometimes()
+    }
+    fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+        m.target() == "pagepool"
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut m = Message(String::new());
+        event.record(&mut m);
+        if m.0.contains(self.0) {
+            std::panic::panic_any("subscriber panics (on purpose)");
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// The `BestEffort` locking warning was emitted while its chunk was half mapped (state `MAPPING`, budget
+/// reserved, mapping not stored): a panicking subscriber left the chunk "being mapped" for good, and every later
+/// acquire spun waiting for it. An mlock failure is injected (root's CAP_IPC_LOCK makes real ones rare here).
+#[test]
+fn lock_shortfall_warning_panics() {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let capacity = 4;
+        let build = || {
+            PagePool::builder()
+                .capacity(capacity)
+                .thread_cache(0)
+                .overflow(OverflowPolicy::Fail)
+                .lock_memory(crate::LockPolicy::BestEffort)
+                .build()
+                .unwrap()
+        };
+        // Find the call to fail: the first `lock` of the first chunk (advice calls may come before it).
+        let mut tried = 0;
+        let pool = loop {
+            let pool = build();
+            fault::fail_call_at(tried, ENOMEM);
+            let r =
+                tracing::subscriber::with_default(PanickingSubscriber("could not lock"), || {
+                    catch_unwind(AssertUnwindSafe(|| pool.acquire()))
+                });
+            fault::clear_calls();
+            if r.is_err() {
+                break pool;
+            }
+            tried += 1;
+            assert!(tried < 16, "no call made the lock warning");
+        };
+        // Every slot of the chunk is still there, and nothing waits for a mapping that will never finish.
+        let bufs: Vec<_> = (0..capacity).map(|_| pool.acquire().unwrap()).collect();
+        tx.send(bufs.iter().filter(|b| !b.is_overflow()).count())
+            .unwrap();
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(60));
+    assert_eq!(got, Ok(4), "acquire hung or lost the chunk");
+}

@@ -48,10 +48,11 @@ pub(crate) enum Wake {
 }
 
 impl Wake {
+    /// Wakes the waiter. A task's waker is foreign code: see [`crate::sync::foreign`].
     fn wake(self) {
         match self {
             Wake::Thread(t) => t.unpark(),
-            Wake::Task(w) => w.wake(),
+            Wake::Task(w) => crate::sync::foreign(|| w.wake()),
         }
     }
 }
@@ -164,20 +165,31 @@ impl Waiters {
 
     /// Serves queued waiters, front first, with whatever `take` finds available (called under the list lock,
     /// so `take` must not block or call the OS), until the queue or the supply runs out.
+    ///
+    /// Each grant is recorded before its waiter is woken, outside the lock. A waker is foreign code: if one
+    /// panics, the others are still served and woken, and the first panic is resumed at the end (a panic in
+    /// the middle would leave what is available on the pool while later waiters wait on).
     pub(crate) fn serve(&self, mut take: impl FnMut() -> Option<Grant>) {
+        let mut panic = None;
         loop {
             let mut l = lock(&self.list);
             let Some(q) = l.queue.pop_front() else {
-                return;
+                break;
             };
             let Some(grant) = take() else {
                 l.queue.push_front(q);
-                return;
+                break;
             };
             self.count.fetch_sub(1, Relaxed);
             l.granted.push((q.id, grant));
             drop(l);
-            q.wake.wake();
+            let wake = q.wake;
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wake.wake())) {
+                panic.get_or_insert(p);
+            }
+        }
+        if let Some(p) = panic {
+            std::panic::resume_unwind(p);
         }
     }
 }

@@ -1,0 +1,505 @@
+//! Foreign code (a tracing subscriber, a task's waker) that panics, caught by the caller, must leave the pool's
+//! books balanced (docs/safety.md, "Foreign code"): every buffer accounted for, no waiter stranded, and the
+//! memory unmapped exactly when the last buffer and handle are gone (never while a buffer lives).
+//!
+//! Each test picks the event (by message) or the waker that panics, runs one path under `catch_unwind`, then
+//! checks the accounting and the pool's end: a buffer `keep` held throughout must stay mapped and readable
+//! after the pool handle is dropped, and its mapping must be gone once it is dropped too (Linux: by the tag
+//! of tests/common).
+
+mod common;
+
+use pagepool::{AlignedBuf, OverflowPolicy, PagePool, PoolBuilder};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+/// The payload of every panic these tests cause on purpose.
+const FOREIGN: &str = "foreign code panics (on purpose)";
+
+/// Keeps the expected panics out of the test output; any other panic is reported as usual.
+fn quiet_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let ours = info.payload().downcast_ref::<&str>() == Some(&FOREIGN);
+            if !ours {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// The process's subscriber: it panics on pagepool events whose message contains this thread's `PANIC_ON`
+/// ("" for every event), and ignores events on other threads. One global subscriber set once, rather than
+/// scoped ones per test: scoped dispatchers coming and going on parallel test threads race with callsite
+/// registration, which can leave a callsite's cached interest at "never" and the event unseen.
+struct Panicky;
+
+std::thread_local! {
+    static PANIC_ON: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+    static HITS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+struct Message(String);
+
+impl tracing::field::Visit for Message {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl tracing::Subscriber for Panicky {
+    fn register_callsite(
+        &self,
+        m: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        if m.target() == "pagepool" {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+    fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+        m.target() == "pagepool"
+    }
+    fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
+        Some(tracing::level_filters::LevelFilter::TRACE)
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let Some(on) = PANIC_ON.with(|p| p.get()) else {
+            return;
+        };
+        let mut m = Message(String::new());
+        event.record(&mut m);
+        if m.0.contains(on) {
+            HITS.with(|h| h.set(h.get() + 1));
+            std::panic::panic_any(FOREIGN);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Runs `f` on this thread with the subscriber panicking on events containing `on`, catching the panic.
+/// Returns whether such an event panicked, and `f`'s value if it returned.
+fn panicking<R>(on: &'static str, f: impl FnOnce() -> R) -> (bool, Option<R>) {
+    quiet_hook();
+    static GLOBAL: Once = Once::new();
+    GLOBAL.call_once(|| tracing::subscriber::set_global_default(Panicky).unwrap());
+    HITS.with(|h| h.set(0));
+    PANIC_ON.with(|p| p.set(Some(on)));
+    let r = catch_unwind(AssertUnwindSafe(f));
+    PANIC_ON.with(|p| p.set(None));
+    if let Err(p) = &r {
+        assert_eq!(
+            p.downcast_ref::<&str>(),
+            Some(&FOREIGN),
+            "a panic that is not the subscriber's"
+        );
+    }
+    (HITS.with(|h| h.get()) > 0, r.ok())
+}
+
+/// Checks the end of a pool: `keep` (tagged, held throughout) stays mapped and readable after the handle is
+/// gone, and is unmapped once it is dropped: the reference count reached zero exactly at the end.
+fn ends_clean(pool: PagePool, keep: AlignedBuf) {
+    let addr = keep.as_ptr() as usize;
+    drop(pool);
+    #[cfg(target_os = "linux")]
+    assert!(
+        common::tagged_mapping_of(addr).is_some(),
+        "the pool's memory was unmapped under a live buffer"
+    );
+    assert!(keep.iter().all(|&b| b == 0x5a), "a live buffer changed");
+    drop(keep);
+    #[cfg(target_os = "linux")]
+    assert_eq!(
+        common::tagged_mapping_of(addr),
+        None,
+        "the pool's memory outlived its last buffer and handle (a reference leaked)"
+    );
+    let _ = addr;
+}
+
+/// The buffer held through a test: filled and tagged.
+fn keep(pool: &PagePool) -> AlignedBuf {
+    let mut b = pool.acquire().unwrap();
+    b.fill(0x5a);
+    common::tag(&b);
+    b
+}
+
+/// Runs `f` on a new thread (so its thread cache is flushed when it exits) and waits.
+fn on_thread(f: impl FnOnce() + Send) {
+    std::thread::scope(|s| s.spawn(f).join().unwrap());
+}
+
+/// Everything but `keep` is home: after a trim (which empties this thread's cache), all other buffers are idle.
+fn all_home(pool: &PagePool) {
+    pool.trim();
+    let s = pool.stats();
+    assert_eq!(s.in_use, 1, "{s:?}");
+    assert_eq!(s.idle, s.pooled_buffers - 1, "{s:?}");
+    assert_eq!(s.overflow_in_use, 0, "{s:?}");
+    assert_eq!(s.waiters, 0, "{s:?}");
+}
+
+/// UB before the fix: a refill's idle trim emitted its event before the refilled slots had references, so the
+/// pool's memory was unmapped under a live buffer once the pool was dropped.
+#[test]
+fn idle_trim_event_during_a_refill() {
+    let pool = PagePool::builder()
+        .capacity(64)
+        .thread_cache(8)
+        .prealloc(true)
+        .idle_trim_after(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let keep = keep(&pool);
+    on_thread(|| {
+        std::thread::sleep(Duration::from_millis(5));
+        pool.trim_idle(); // ends the period in which the slots were busy
+        std::thread::sleep(Duration::from_millis(5));
+        let (panicked, got) = panicking("trimmed idle pooled memory", || pool.acquire().unwrap());
+        assert!(panicked, "the refill did not trim");
+        assert!(got.is_none());
+        // A few cache hits, as in the report.
+        for _ in 0..3 {
+            drop(pool.acquire().unwrap());
+        }
+    });
+    all_home(&pool);
+    ends_clean(pool, keep);
+}
+
+/// A chunk's event before its slots reached the freelist lost the whole chunk.
+#[test]
+fn chunk_event() {
+    let pool = PagePool::builder()
+        .capacity(16)
+        .thread_cache(0)
+        .overflow(OverflowPolicy::Fail)
+        .build()
+        .unwrap();
+    let (panicked, got) = panicking("mapped pool chunk", || pool.acquire().unwrap());
+    assert!(panicked && got.is_none());
+    // Every slot of the chunk is still there: the whole capacity can be taken without overflow.
+    let bufs: Vec<_> = (0..16).map(|_| pool.acquire().unwrap()).collect();
+    assert!(bufs.iter().all(|b| !b.is_overflow()));
+    drop(bufs);
+    let keep = keep(&pool);
+    all_home(&pool);
+    ends_clean(pool, keep);
+}
+
+/// The overflow warning ran while its permit was held without a buffer: the permit was lost.
+#[test]
+fn overflow_started_warning() {
+    let pool = PagePool::builder()
+        .capacity(1)
+        .max_overflow(1)
+        .thread_cache(0)
+        .build()
+        .unwrap();
+    let keep = keep(&pool);
+    let (panicked, got) = panicking("pool exhausted", || pool.acquire().unwrap());
+    assert!(panicked && got.is_none());
+    assert_eq!(pool.stats().overflow_in_use, 0);
+    // The permit came back: one overflow buffer can still be had.
+    let o = pool.acquire().unwrap();
+    assert!(o.is_overflow());
+    drop(o);
+    all_home(&pool);
+    ends_clean(pool, keep);
+}
+
+/// The map and unmap events of an overflow buffer.
+#[test]
+fn overflow_map_and_unmap_events() {
+    let pool = PagePool::builder()
+        .capacity(1)
+        .max_overflow(1)
+        .thread_cache(0)
+        .build()
+        .unwrap();
+    let keep = keep(&pool);
+    let (panicked, got) = panicking("mapped overflow buffer", || pool.acquire().unwrap());
+    assert!(panicked && got.is_none());
+    assert_eq!(pool.stats().overflow_in_use, 0);
+    let o = pool.acquire().unwrap();
+    assert!(o.is_overflow());
+    let (panicked, _) = panicking("unmapped overflow buffer", move || drop(o));
+    assert!(panicked);
+    assert_eq!(pool.stats().overflow_in_use, 0);
+    let o = pool.acquire().unwrap();
+    assert!(o.is_overflow());
+    drop(o);
+    all_home(&pool);
+    ends_clean(pool, keep);
+}
+
+/// An explicit trim's event, with a cache flush before it.
+#[test]
+fn trim_event() {
+    let pool = PagePool::builder()
+        .capacity(32)
+        .thread_cache(8)
+        .prealloc(true)
+        .build()
+        .unwrap();
+    let keep = keep(&pool);
+    drop((0..8).map(|_| pool.acquire().unwrap()).collect::<Vec<_>>());
+    let (panicked, _) = panicking("trimmed idle pooled memory", || pool.trim());
+    assert!(panicked);
+    all_home(&pool);
+    ends_clean(pool, keep);
+}
+
+/// The poison check's event ran before the slot was wrapped in a buffer: the slot was lost.
+#[test]
+#[cfg(not(pagepool_asan))] // writes to a released buffer on purpose
+fn poison_violation_event() {
+    let pool = PagePool::builder()
+        .capacity(1)
+        .thread_cache(0)
+        .overflow(OverflowPolicy::Fail)
+        .poison_on_release(true)
+        .build()
+        .unwrap();
+    let b = pool.acquire().unwrap();
+    let p = b.as_ptr() as *mut u8;
+    drop(b);
+    // SAFETY: the slot's memory stays mapped while the pool lives (a deliberate write after release, which the
+    // poison check exists to catch; nothing else holds the slot).
+    unsafe { p.write(1) };
+    let (panicked, got) = panicking("write after release", || pool.acquire().unwrap());
+    assert!(panicked && got.is_none());
+    assert_eq!(pool.stats().poison_violations, 1);
+    // The slot is back: the one pooled buffer can be taken again.
+    let keep = keep(&pool);
+    let s = pool.stats();
+    assert_eq!((s.in_use, s.idle), (1, 0), "{s:?}");
+    ends_clean(pool, keep);
+}
+
+// The `BestEffort` locking warning (emitted in the middle of mapping a chunk before the fix) needs an mlock
+// failure, which root's CAP_IPC_LOCK prevents here: src/tests.rs injects one (`lock_shortfall_warning_panics`).
+
+fn waiting(capacity: usize, cache: usize) -> PoolBuilder {
+    PagePool::builder()
+        .capacity(capacity)
+        .thread_cache(cache)
+        .max_overflow(0)
+        .overflow(OverflowPolicy::Wait)
+}
+
+/// The waiter's trace ran after it was queued: a panic there left a waiter nobody polls, which swallowed the
+/// next release.
+#[test]
+fn waiting_trace() {
+    let pool = waiting(2, 0).build().unwrap();
+    let keep = keep(&pool);
+    let held = pool.acquire().unwrap();
+    let (panicked, got) = panicking("waiting at the pool's limit", || {
+        pool.acquire_timeout(Duration::from_millis(1))
+    });
+    assert!(panicked && got.is_none());
+    assert_eq!(pool.stats().waiters, 0);
+    drop(held);
+    // The release went to the pool, not to a stranded waiter.
+    let again = pool.acquire_timeout(Duration::ZERO).unwrap();
+    drop(again);
+    all_home(&pool);
+    ends_clean(pool, keep);
+}
+
+/// Every event panics, over a mix of operations on several threads: whatever is interrupted, the books balance.
+#[test]
+fn every_event_panics() {
+    let pool = PagePool::builder()
+        .capacity(16)
+        .thread_cache(4)
+        .max_overflow(4)
+        .idle_trim_after(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let keep = keep(&pool);
+    on_thread(|| {
+        std::thread::scope(|s| {
+            for t in 0..2 {
+                let pool = &pool;
+                s.spawn(move || {
+                    let mut held = Vec::new();
+                    for i in 0..400 {
+                        let (_, r) = panicking("", || match (i + t) % 7 {
+                            0..=2 => held.push(pool.acquire().unwrap()),
+                            3 | 4 => drop(held.pop()),
+                            5 => drop(pool.trim()),
+                            _ => drop(pool.trim_idle()),
+                        });
+                        let _ = r;
+                        if i % 50 == 0 {
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                    }
+                    // Dropped with every event panicking too, one at a time.
+                    while let Some(b) = held.pop() {
+                        let _ = panicking("", move || drop(b));
+                    }
+                });
+            }
+        });
+    });
+    all_home(&pool);
+    ends_clean(pool, keep);
+}
+
+#[cfg(feature = "async")]
+mod wakers {
+    use super::*;
+    use std::future::Future;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct PanickingWaker;
+    impl Wake for PanickingWaker {
+        fn wake(self: Arc<Self>) {
+            std::panic::panic_any(FOREIGN);
+        }
+    }
+
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+
+    fn poll<F: Future + Unpin>(f: &mut F, w: &Waker) -> Poll<F::Output> {
+        std::pin::Pin::new(f).poll(&mut Context::from_waker(w))
+    }
+
+    /// A panicking waker woken by a cache flush (a trim request seen by the thread holding idle slots): the
+    /// flushed slots' references were never given back, and the waiters behind it were never served.
+    #[test]
+    fn flush_wakes_a_panicking_waker() {
+        quiet_hook();
+        let pool = waiting(4, 4).build().unwrap();
+        let keep = keep(&pool);
+        let a: Vec<_> = (0..3).map(|_| pool.acquire().unwrap()).collect();
+        std::thread::scope(|s| {
+            let (to_t, rx) = std::sync::mpsc::channel::<()>();
+            let (tx, from_t) = std::sync::mpsc::channel::<()>();
+            let pool = &pool;
+            let t = s.spawn(move || {
+                drop(a); // into this thread's cache
+                tx.send(()).unwrap();
+                rx.recv().unwrap();
+                // The waiters registered meanwhile: the next operation flushes, and the wake-ups follow.
+                catch_unwind(AssertUnwindSafe(|| pool.trim())).is_err()
+            });
+            from_t.recv().unwrap();
+            let panicky = Waker::from(Arc::new(PanickingWaker));
+            let counting = Arc::new(Counting::default());
+            let good = Waker::from(counting.clone());
+            let mut first = pool.acquire_async();
+            let mut second = pool.acquire_async();
+            assert!(poll(&mut first, &panicky).is_pending());
+            assert!(poll(&mut second, &good).is_pending());
+            to_t.send(()).unwrap();
+            assert!(t.join().unwrap(), "the waker was not woken by the flush");
+            // The second waiter was served and woken although the first waker panicked.
+            assert_eq!(counting.0.load(SeqCst), 1);
+            let Poll::Ready(b1) = poll(&mut first, &good) else {
+                panic!("the first waiter has no grant")
+            };
+            let Poll::Ready(b2) = poll(&mut second, &good) else {
+                panic!("the second waiter has no grant")
+            };
+            drop((b1.unwrap(), b2.unwrap()));
+        });
+        all_home(&pool);
+        ends_clean(pool, keep);
+    }
+
+    /// A panicking waker woken by a direct hand-off (a release while someone waits).
+    #[test]
+    fn handoff_wakes_a_panicking_waker() {
+        quiet_hook();
+        let pool = waiting(2, 0).build().unwrap();
+        let keep = keep(&pool);
+        let held = pool.acquire().unwrap();
+        let panicky = Waker::from(Arc::new(PanickingWaker));
+        let mut f = pool.acquire_async();
+        assert!(poll(&mut f, &panicky).is_pending());
+        assert!(catch_unwind(AssertUnwindSafe(move || drop(held))).is_err());
+        let Poll::Ready(b) = poll(&mut f, &Waker::noop().clone()) else {
+            panic!("the grant was lost")
+        };
+        drop(b.unwrap());
+        drop(f);
+        all_home(&pool);
+        ends_clean(pool, keep);
+    }
+
+    /// The trace of a cancelled waiter ran before its grant was passed on: the grant was lost.
+    #[test]
+    fn cancelled_waiter_trace() {
+        let pool = waiting(2, 0).build().unwrap();
+        let keep = keep(&pool);
+        let held = pool.acquire().unwrap();
+        let mut f = pool.acquire_async();
+        assert!(poll(&mut f, &Waker::noop().clone()).is_pending());
+        drop(held); // granted to `f`
+        let (panicked, _) = panicking("cancelled waiter", move || drop(f));
+        assert!(panicked);
+        all_home(&pool);
+        ends_clean(pool, keep);
+    }
+
+    /// A thread that exits with idle slots cached while a waiter with a panicking waker waits: the wake-up runs
+    /// in a thread-local destructor, where a panic aborts the process.
+    #[test]
+    fn thread_exit_wakes_a_panicking_waker() {
+        quiet_hook();
+        let pool = waiting(4, 4).build().unwrap();
+        let keep = keep(&pool);
+        let a: Vec<_> = (0..3).map(|_| pool.acquire().unwrap()).collect();
+        let panicky = Waker::from(Arc::new(PanickingWaker));
+        let mut f = std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let (go, wait) = std::sync::mpsc::channel::<()>();
+            let t = s.spawn(move || {
+                drop(a);
+                tx.send(()).unwrap();
+                wait.recv().unwrap();
+                // Exits with the slots cached.
+            });
+            rx.recv().unwrap();
+            let mut f = pool.acquire_async();
+            assert!(poll(&mut f, &panicky).is_pending());
+            go.send(()).unwrap();
+            // An explicit join waits for the thread's thread-local destructors (the end of the scope does not):
+            // the exit flush granted a slot to `f` by then.
+            t.join().unwrap();
+            f
+        });
+        let Poll::Ready(b) = poll(&mut f, &Waker::noop().clone()) else {
+            panic!("the thread's exit flush granted nothing")
+        };
+        drop(b.unwrap());
+        drop(f);
+        all_home(&pool);
+        ends_clean(pool, keep);
+    }
+}
