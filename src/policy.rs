@@ -236,22 +236,39 @@ impl MemPolicy {
 
     /// Checks and prepares a pooled buffer being handed out (called only when `scrub != 0`).
     #[cold]
-    pub(crate) fn on_acquire(&self, ptr: NonNull<u8>, len: usize, slot: u32) {
+    ///
+    /// Runs before the slot is wrapped in a buffer (so the hit path stays short), which is why the violation
+    /// event's subscriber runs under `catch_unwind`: its panic is handed back to the caller, which wraps the
+    /// slot (releasing it again) before resuming the panic (docs/safety.md, "Foreign code").
+    pub(crate) fn on_acquire(
+        &self,
+        ptr: NonNull<u8>,
+        len: usize,
+        slot: u32,
+    ) -> std::thread::Result<()> {
         if self.scrub & SCRUB_POISON == 0 {
-            return;
+            return Ok(());
         }
+        let mut event = Ok(());
         if let Some(offset) = poison_mismatch(ptr, len) {
             self.poison_violations.fetch_add(1, Relaxed);
-            tracing::error!(
-                target: "pagepool",
-                slot,
-                offset,
-                "write after release: a released buffer was modified before it was handed out again"
-            );
+            event = std::panic::catch_unwind(|| {
+                tracing::error!(
+                    target: "pagepool",
+                    slot,
+                    offset,
+                    "write after release: a released buffer was modified before it was handed out again"
+                )
+            });
+            if std::thread::panicking() {
+                // An acquire made while this thread unwinds: a second panic would abort (`sync::foreign`).
+                event = Ok(());
+            }
         }
         if self.scrub & SCRUB_ZERO != 0 {
             fill(ptr, len, 0);
         }
+        event
     }
 
     pub(crate) fn trimmed(&self, bytes: usize) {

@@ -1001,7 +1001,18 @@ impl PagePool {
     /// [`buf`](Self::buf) with the slot's address already known.
     #[inline]
     fn buf_at(&self, slot: u32, ptr: NonNull<u8>) -> AlignedBuf {
-        self.checked(self.wrap(slot, ptr))
+        let inner = self.inner();
+        let len = inner.arena.layout().buf_size;
+        crate::sys::unpoison(ptr.as_ptr(), len);
+        if inner.scrub != 0 {
+            if let Err(panic) = inner.mem.on_acquire(ptr, len, slot) {
+                // The violation event's subscriber panicked: the slot goes home in a buffer, then the panic
+                // goes on.
+                drop(AlignedBuf::pooled(self.handle.inner, slot, ptr, len));
+                std::panic::resume_unwind(panic);
+            }
+        }
+        AlignedBuf::pooled(self.handle.inner, slot, ptr, len)
     }
 
     /// Wraps a slot from `cache::acquire`; after a refill, runs the idle-trim clock (once the slot is wrapped:
@@ -1029,7 +1040,10 @@ impl PagePool {
         let inner = self.inner();
         if inner.scrub != 0 {
             let (ptr, len, slot) = buf.parts();
-            inner.mem.on_acquire(ptr, len, slot);
+            if let Err(panic) = inner.mem.on_acquire(ptr, len, slot) {
+                drop(buf);
+                std::panic::resume_unwind(panic);
+            }
         }
         buf
     }
