@@ -331,3 +331,5 @@ fn overflow_buffers_are_zeroed_before_unmap() {
         assert_eq!(seen, vec![zero]);
     }
 }
+
+mod recommit;
