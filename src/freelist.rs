@@ -1,7 +1,9 @@
 //! The shared freelist of idle slot indices.
 //!
 //! Invariant: every index in `0..capacity` is, at any moment, in exactly one place: in this list, held by one
-//! [`AlignedBuf`](crate::AlignedBuf), or not yet mapped (its chunk is unmapped). So at most `capacity` indices
+//! [`AlignedBuf`](crate::AlignedBuf), held out because a trim could not commit its memory again
+//! (`uncommitted.rs`: only a successful recommit brings it back here), or not yet mapped (its chunk is
+//! unmapped). So at most `capacity` indices
 //! are ever in the list at once and [`FreeList::push`] cannot find it full.
 //!
 //! Normal builds use `crossbeam_queue::ArrayQueue<u32>`: a bounded lock-free queue, one CAS per push or pop, no

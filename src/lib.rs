@@ -53,6 +53,7 @@ mod pool;
 mod stats;
 mod sync;
 mod sys;
+mod uncommitted;
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
 mod uring;
 mod wait;

@@ -12,6 +12,8 @@ use crate::overflow::{Overflow, OverflowBuf};
 use crate::policy::MemPolicy;
 use crate::stats::{Counters, PoolStats};
 use crate::sync::{Arc, AtomicUsize};
+use crate::sys::DiscardError;
+use crate::uncommitted::Uncommitted;
 use crate::wait::{Grant, Waiters, Wake};
 use crate::{HugePages, LockPolicy, OverflowPolicy};
 use std::fmt;
@@ -150,6 +152,8 @@ pub(crate) struct Inner {
     pub(crate) waitable: bool,
     /// Threads and tasks waiting at the limit. `waiters.any()` is the one word every release reads.
     pub(crate) waiters: Waiters,
+    /// Slots a trim gave back but could not commit again: out of the freelist until a retry recommits them.
+    uncommitted: Uncommitted,
 }
 
 #[cfg(loom)]
@@ -458,8 +462,17 @@ impl Inner {
     ///
     /// The buffers being trimmed are out of the freelist meanwhile (owned by this call, so nobody sees their
     /// memory change); an acquire that finds the shared pool empty in that window takes the overflow path.
+    ///
+    /// First, ranges that an earlier trim could not commit again are retried (even with `n == 0`: an idle-trim
+    /// period that ended with nothing idle still retries them). A range whose recommit fails now is held out
+    /// (`uncommitted.rs`) instead of going back to the freelist; its bytes count as given back (they were).
     fn trim_shared(&self, n: usize, why: &'static str) -> usize {
-        if n == 0 || self.mem.lock != LockPolicy::Off {
+        if self.mem.lock != LockPolicy::Off {
+            return 0;
+        }
+        // Before this trim's own discards, so a range held out below waits for the next occasion.
+        self.retry_uncommitted();
+        if n == 0 {
             return 0;
         }
         // Magazines in the depot count as idle too: move them to the freelist's tail, behind older slots.
@@ -474,7 +487,10 @@ impl Inner {
         let mut left = n;
         let mut batch = Vec::with_capacity(256);
         let mut failed = None;
+        // Slots held out because their recommit failed, and the first such error.
+        let (mut held_out, mut uncommitted) = (0, None);
         while left > 0 && failed.is_none() {
+            let given = bytes;
             batch.clear();
             while batch.len() < left.min(256) {
                 match self.free.pop() {
@@ -490,6 +506,7 @@ impl Inner {
             // Runs of consecutive slots of one chunk are one range when nothing (no guard) lies between them.
             let mut i = 0;
             while i < batch.len() {
+                let start = i;
                 let first = batch[i];
                 let mut last = first;
                 while l.lead == 0
@@ -502,31 +519,92 @@ impl Inner {
                 }
                 i += 1;
                 let len = (last - first) as usize * l.stride + l.buf_size;
-                if let Err(e) = crate::sys::discard(self.arena.slot_ptr(first), len) {
-                    failed = Some(e);
-                    break;
+                match crate::sys::discard(self.arena.slot_ptr(first), len) {
+                    Ok(()) => bytes += len,
+                    // Still committed and usable: back to the freelist with the rest of the batch.
+                    Err(DiscardError::Kept(e)) => {
+                        failed = Some(e);
+                        break;
+                    }
+                    // Given back, but unusable until recommitted: held out, never pushed below.
+                    Err(DiscardError::Uncommitted(e)) => {
+                        bytes += len;
+                        self.uncommitted.hold(first..last + 1);
+                        batch[start..i].fill(HELD_OUT);
+                        held_out += i - start;
+                        uncommitted.get_or_insert(e);
+                    }
                 }
-                bytes += len;
             }
-            batch.iter().for_each(|&s| self.free.push(s));
+            batch
+                .iter()
+                .filter(|&&s| s != HELD_OUT)
+                .for_each(|&s| self.free.push(s));
+            if bytes > given {
+                self.mem.trimmed(bytes - given);
+            }
         }
-        if bytes > 0 {
-            self.mem.trimmed(bytes);
-        }
-        // Every slot is back and counted: foreign code (a waker, a subscriber) may run from here on.
+        // Every slot is back (or held out) and counted: foreign code (a waker, a subscriber) may run from here.
         if self.waitable && n > left {
             // The batches were invisible to a waiter's look while we held them.
             self.after_release();
         }
+        // Every slot is back in the freelist or held out, and counted: only now run foreign code.
         if let Some(error) = failed {
             tracing::warn!(target: "pagepool", error = %error, "trim: the OS refused to take idle memory back");
+        }
+        if let Some(error) = uncommitted {
+            tracing::warn!(
+                target: "pagepool",
+                buffers = held_out,
+                uncommitted = self.uncommitted.slots(),
+                error = %error,
+                "trim: the OS could not commit trimmed memory again; those buffers stay out of the pool until a \
+                 later recommit succeeds"
+            );
         }
         if bytes > 0 {
             tracing::debug!(target: "pagepool", bytes, why, "trimmed idle pooled memory");
         }
         bytes
     }
+
+    /// Retries the recommit of the ranges earlier trims held out, returning those that succeed to the freelist
+    /// (and to waiters). Returns how many buffers came back. One relaxed load when nothing is held out.
+    ///
+    /// Called at every trim (explicit or idle period) and by an acquire that found the shared pool empty, before
+    /// it maps a chunk or takes the overflow path; under lasting commit pressure each such call makes one failed
+    /// system call per held range.
+    fn retry_uncommitted(&self) -> usize {
+        if self.uncommitted.slots() == 0 {
+            return 0;
+        }
+        let r = self.uncommitted.retry(&self.arena, &self.free);
+        if r.returned > 0 && self.waitable {
+            // The slots were invisible to a waiter's look while held out.
+            self.after_release();
+        }
+        // The slots are in the freelist or held out again, and counted: only now run foreign code.
+        if r.returned > 0 {
+            tracing::info!(
+                target: "pagepool",
+                buffers = r.returned,
+                uncommitted = r.held,
+                "recommitted buffers a trim had held out; back in the pool"
+            );
+        }
+        if let Some(error) = r.error {
+            // Not a warning: this repeats on every retry while the pressure lasts; the trim that held the
+            // memory out warned once.
+            tracing::debug!(target: "pagepool", uncommitted = r.held, error = %error, "recommit failed again");
+        }
+        r.returned
+    }
 }
+
+/// Marks a batch entry of `trim_shared` whose range was held out: never a slot index (`MAX_CAPACITY` keeps
+/// `u32::MAX` free as a sentinel).
+const HELD_OUT: u32 = u32::MAX;
 
 impl PagePool {
     /// Starts configuring a pool. See [`PoolBuilder`] for the settings and their defaults.
@@ -576,6 +654,7 @@ impl PagePool {
             budget: Budget::new(b.max_bytes),
             waitable: b.overflow == OverflowPolicy::Wait,
             waiters: Waiters::new(),
+            uncommitted: Uncommitted::new(),
         });
         let pool = PagePool {
             handle: Arc::new(Handle {
@@ -1096,6 +1175,12 @@ impl PagePool {
                 }
             }
         }
+        // Buffers a trim could not commit again: memory the pool already has beats a new mapping.
+        if inner.retry_uncommitted() > 0 {
+            if let Some(slot) = inner.free.pop() {
+                return Ok(Some(self.pooled(slot)));
+            }
+        }
         loop {
             match inner.arena.grow(false, &inner.mem, &inner.budget) {
                 Ok(Grow::Grew(range)) => {
@@ -1161,8 +1246,11 @@ impl PagePool {
     /// once; `MEM_DECOMMIT` and a fresh `MEM_COMMIT` on Windows). Returns the bytes given back.
     ///
     /// The buffers stay in the pool: the next use of one faults in fresh zeroed pages. Chunks stay mapped
-    /// (address space, no memory), so the freelist never names unmapped memory. Memory locked by
-    /// [`lock_memory`](crate::PoolBuilder::lock_memory) is not given back. While `trim` works, the buffers it
+    /// (address space, no memory), so the freelist never names unmapped memory. On Windows, a range whose
+    /// `MEM_COMMIT` fails after the decommit (commit pressure) is held out instead of returning to the pool
+    /// (counted in [`PoolStats::uncommitted`], reported with a `warn!`): it is never handed out uncommitted.
+    /// Each `trim` first retries the commit of buffers held out earlier and returns those that succeed. Memory
+    /// locked by [`lock_memory`](crate::PoolBuilder::lock_memory) is not given back. While `trim` works, the buffers it
     /// holds are briefly unavailable: an acquire that finds the shared pool empty meanwhile overflows.
     /// Overflow buffers need no trimming: they are unmapped when released.
     ///
@@ -1245,6 +1333,7 @@ impl PagePool {
         let pooled = inner.arena.mapped_slots();
         let in_depot = inner.depot.as_ref().map_or(0, Depot::idle);
         let idle = (inner.free.len() + in_depot + cached).min(pooled);
+        let uncommitted = inner.uncommitted.slots().min(pooled - idle);
         let pool_hits = c.pool_hits() + cache_hits;
         let overflow_maps = c.overflow_maps.load(Relaxed);
         let exhausted = c.exhausted.load(Relaxed);
@@ -1256,7 +1345,8 @@ impl PagePool {
             pooled_buffers: pooled,
             idle,
             cached: cached.min(idle),
-            in_use: pooled - idle,
+            in_use: pooled - idle - uncommitted,
+            uncommitted,
             overflow_in_use: inner.overflow.in_use(),
             acquires: pool_hits + overflow_maps + exhausted + os_errors + timeouts,
             pool_hits,

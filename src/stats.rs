@@ -78,7 +78,7 @@ impl Counters {
 ///
 /// Counters are read one by one without stopping other threads, so while buffers are moving the fields may
 /// disagree by the operations in flight; once the pool is quiet they add up exactly:
-/// `idle + in_use == pooled_buffers` and
+/// `idle + in_use + uncommitted == pooled_buffers` and
 /// `acquires == pool_hits + overflow_maps + exhausted + os_errors + timeouts`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -95,6 +95,13 @@ pub struct PoolStats {
     pub cached: usize,
     /// Pooled buffers held by callers.
     pub in_use: usize,
+    /// Pooled buffers (not bytes) held out of the pool because the OS could not commit their memory again
+    /// after a trim gave it back (Windows, under commit pressure; always 0 on unix, where trimming cannot leave
+    /// memory unusable). Neither idle nor in use: they are never handed out while their memory is not
+    /// committed. The pool retries the commit at every [`trim`](crate::PagePool::trim) and idle-trim period and
+    /// whenever an acquire finds the shared pool empty, and puts them back as soon as it succeeds; a `warn!`
+    /// event (target `pagepool`) reports each trim that held buffers out.
+    pub uncommitted: usize,
     /// Overflow buffers held by callers.
     pub overflow_in_use: usize,
     /// `acquire`, `acquire_timeout` and `acquire_async` calls so far, successful or not (a call that waited
@@ -145,6 +152,7 @@ impl PoolStats {
             idle: self.idle + r.idle,
             cached: self.cached + r.cached,
             in_use: self.in_use + r.in_use,
+            uncommitted: self.uncommitted + r.uncommitted,
             overflow_in_use: self.overflow_in_use + r.overflow_in_use,
             acquires: self.acquires + r.acquires,
             pool_hits: self.pool_hits + r.pool_hits,

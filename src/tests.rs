@@ -414,3 +414,5 @@ fn lock_shortfall_warning_panics() {
     let got = rx.recv_timeout(std::time::Duration::from_secs(60));
     assert_eq!(got, Ok(4), "acquire hung or lost the chunk");
 }
+
+mod recommit;

@@ -12,6 +12,7 @@
 //! | [`map_with`] `hugetlb` | `MAP_HUGETLB` (Linux) | `Unsupported` | `Unsupported` |
 //! | [`advise`] | `madvise(MADV_DONTDUMP \| MADV_DONTFORK \| MADV_WIPEONFORK \| MADV_HUGEPAGE)` (Linux) | `Unsupported` | `Unsupported` |
 //! | [`discard`] | `madvise(MADV_DONTNEED)` | `VirtualFree(MEM_DECOMMIT)` + `VirtualAlloc(MEM_COMMIT)` | `Unsupported` |
+//! | [`recommit`] (after [`DiscardError::Uncommitted`]) | nothing (always usable) | `VirtualAlloc(MEM_COMMIT)` | nothing |
 //! | [`lock`] | `mlock` | `VirtualLock` | `Unsupported` |
 //! | [`protect_none`] | `mprotect(PROT_NONE)` | `VirtualProtect(PAGE_NOACCESS)` | `Unsupported` |
 //! | [`memlock_limit`], [`lock_exempt`] | `getrlimit(RLIMIT_MEMLOCK)`, `CAP_IPC_LOCK` in `/proc/thread-self/status` | none, no | none, no |
@@ -22,9 +23,12 @@
 //! space only (never touched, and on Windows never committed, so it costs no RSS or commit charge) and is
 //! released with the rest.
 //!
-//! In unit tests, [`fault`] can make the Nth `map` call, or the Nth `advise`/`discard`/`lock`/`protect_none`
-//! call, on the current thread fail with a chosen errno (a Windows error code on Windows), so every error path
-//! above this layer is exercised against real mappings.
+//! In unit tests, [`fault`] can make the Nth `map` call, the Nth `advise`/`discard`/`lock`/`protect_none`
+//! call, or the Nth recommit (the second half of `discard`, or [`recommit`]), on the current thread fail with a
+//! chosen errno (a Windows error code on Windows), so every error path above this layer is exercised against
+//! real mappings. A failed recommit is injected where the real one would fail: on Windows after the
+//! `MEM_DECOMMIT`, so the range really is uncommitted; on unix after the `madvise`, so the pool takes the same
+//! path although the pages would still be usable.
 
 #[cfg_attr(unix, path = "unix.rs")]
 #[cfg_attr(windows, path = "windows.rs")]
@@ -153,13 +157,40 @@ pub(crate) fn advise(ptr: NonNull<u8>, len: usize, advice: Advice) -> io::Result
     imp::advise(ptr, len, advice)
 }
 
+/// Why [`discard`] failed, and what it left the range as.
+#[derive(Debug)]
+pub(crate) enum DiscardError {
+    /// The OS refused to take the pages back: the range is still committed and usable (its contents are
+    /// unspecified, as after a successful discard). It may go back to the freelist.
+    Kept(io::Error),
+    /// The pages went back but the range could not be made usable again (Windows: `MEM_COMMIT` failed after
+    /// `MEM_DECOMMIT`, under commit pressure): it is reserved but not committed, and any access faults. It must
+    /// not reach the freelist until [`recommit`] succeeds on it.
+    Uncommitted(io::Error),
+}
+
 /// Gives the physical pages of `[ptr, ptr + len)` back to the OS while keeping the range mapped: later reads
 /// see zeros and touching it faults in fresh pages (`MADV_DONTNEED`; on Windows `MEM_DECOMMIT` then
 /// `MEM_COMMIT` again). The caller owns the range and no one reads it meanwhile.
-pub(crate) fn discard(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+///
+/// `Ok` and [`DiscardError::Kept`] leave the range usable; [`DiscardError::Uncommitted`] does not (see there).
+/// The recommit is attempted even when the decommit failed, so that the range's state is known either way:
+/// committing committed pages changes nothing.
+pub(crate) fn discard(ptr: NonNull<u8>, len: usize) -> Result<(), DiscardError> {
     #[cfg(all(test, not(loom)))]
-    fault::check_call()?;
-    imp::discard(ptr, len)
+    fault::check_call().map_err(DiscardError::Kept)?;
+    let given_back = imp::decommit(ptr, len);
+    recommit(ptr, len).map_err(DiscardError::Uncommitted)?;
+    given_back.map_err(DiscardError::Kept)
+}
+
+/// Makes `[ptr, ptr + len)`, a range [`discard`] left [`DiscardError::Uncommitted`], usable again (Windows:
+/// `VirtualAlloc(MEM_COMMIT)`; nothing to do on unix). On error the range is still uncommitted. The caller owns
+/// the range and no one reads it meanwhile.
+pub(crate) fn recommit(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    #[cfg(all(test, not(loom)))]
+    fault::check_recommit()?;
+    imp::commit(ptr, len)
 }
 
 /// Locks `[ptr, ptr + len)` in RAM (`mlock`, `VirtualLock`), faulting it in. Unlocked by the unmap.
@@ -235,7 +266,7 @@ mod asan {
     }
 }
 
-/// Test-only fault injection: fail the Nth `map` call made on this thread.
+/// Test-only fault injection: fail the Nth `map` call, policy call or recommit made on this thread.
 #[cfg(all(test, not(loom)))]
 pub(crate) mod fault {
     use std::cell::Cell;
@@ -272,6 +303,44 @@ pub(crate) mod fault {
             Some((at, errno)) if at == n => Err(io::Error::from_raw_os_error(errno)),
             _ => Ok(()),
         }
+    }
+
+    thread_local! {
+        static RECOMMIT_PLAN: Cell<Option<(u64, i32)>> = const { Cell::new(None) };
+        static RECOMMITS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// From now on, the `n`th (0-based) recommit on this thread fails with `errno`; counting restarts. Every
+    /// `discard` that gets past its own injection point (`fail_call_at`) makes one recommit, and so does every
+    /// `recommit`. The failure is injected in place of the OS call: on Windows the decommitted range really
+    /// stays uncommitted.
+    pub(crate) fn fail_recommit_at(n: u64, errno: i32) {
+        RECOMMIT_PLAN.with(|p| p.set(Some((n, errno))));
+        RECOMMITS.with(|c| c.set(0));
+    }
+
+    /// Stops injecting recommit failures and returns how many recommits were made since the plan was set.
+    pub(crate) fn clear_recommits() -> u64 {
+        RECOMMIT_PLAN.with(|p| p.set(None));
+        RECOMMITS.with(|c| c.replace(0))
+    }
+
+    pub(super) fn check_recommit() -> io::Result<()> {
+        let n = RECOMMITS.with(|c| {
+            let n = c.get();
+            c.set(n + 1);
+            n
+        });
+        match RECOMMIT_PLAN.with(|p| p.get()) {
+            Some((at, errno)) if at == n => Err(io::Error::from_raw_os_error(errno)),
+            _ => Ok(()),
+        }
+    }
+
+    /// True if every page of `[ptr, ptr + len)` is committed (`VirtualQuery` on Windows; always true on unix,
+    /// where a live anonymous mapping is always usable).
+    pub(crate) fn committed(ptr: std::ptr::NonNull<u8>, len: usize) -> bool {
+        super::imp::committed(ptr, len)
     }
 
     /// Mappings made minus mappings dropped on this thread since it started.

@@ -54,8 +54,18 @@ pub(crate) fn advise(_ptr: NonNull<u8>, _len: usize, _advice: super::Advice) -> 
     Err(unsupported())
 }
 
-pub(crate) fn discard(_ptr: NonNull<u8>, _len: usize) -> io::Result<()> {
+pub(crate) fn decommit(_ptr: NonNull<u8>, _len: usize) -> io::Result<()> {
     Err(unsupported())
+}
+
+/// Nothing is ever mapped here, so nothing is ever uncommitted.
+pub(crate) fn commit(_ptr: NonNull<u8>, _len: usize) -> io::Result<()> {
+    Ok(())
+}
+
+#[cfg(all(test, not(loom)))]
+pub(crate) fn committed(_ptr: NonNull<u8>, _len: usize) -> bool {
+    true
 }
 
 pub(crate) fn lock(_ptr: NonNull<u8>, _len: usize) -> io::Result<()> {

@@ -153,10 +153,22 @@ pub(crate) fn advise(ptr: NonNull<u8>, len: usize, advice: super::Advice) -> io:
     }
 }
 
-pub(crate) fn discard(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+pub(crate) fn decommit(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
     // SAFETY: the caller owns the page-aligned range inside a live private anonymous mapping and nobody reads it
     // until it is handed out again; MADV_DONTNEED drops its pages, which then read back as zeros.
     check(unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTNEED) })
+}
+
+/// Nothing to do: a private anonymous mapping stays usable after `MADV_DONTNEED` (the next touch faults in a
+/// zeroed page), so the range is committed already.
+pub(crate) fn commit(_ptr: NonNull<u8>, _len: usize) -> io::Result<()> {
+    Ok(())
+}
+
+/// Always true: pages of a live private anonymous mapping are usable whatever `madvise` did to them.
+#[cfg(all(test, not(loom)))]
+pub(crate) fn committed(_ptr: NonNull<u8>, _len: usize) -> bool {
+    true
 }
 
 pub(crate) fn lock(ptr: NonNull<u8>, len: usize) -> io::Result<()> {

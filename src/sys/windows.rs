@@ -14,8 +14,11 @@
 //! Committed pages are charged against the system commit limit at once but get physical memory only when first
 //! touched (they read as zero), so `populate` touches one byte per page.
 //!
-//! The memory options: [`lock`] is `VirtualLock`; [`discard`] (trimming) is `VirtualFree(MEM_DECOMMIT)` of the
-//! range then `MEM_COMMIT` of it again, so the pages go but the freelist keeps naming committed memory;
+//! The memory options: [`lock`] is `VirtualLock`; trimming (`sys::discard`) is [`decommit`]
+//! (`VirtualFree(MEM_DECOMMIT)`) of the range then [`commit`] (`VirtualAlloc(MEM_COMMIT)`) of it again, so the
+//! pages go but the freelist keeps naming committed memory. The recommit can fail under commit pressure; the
+//! facade then reports the range as uncommitted and the pool keeps it out of the freelist until a later
+//! `commit` succeeds (`uncommitted.rs`);
 //! [`protect_none`] (guard pages) is `VirtualProtect(PAGE_NOACCESS)`. The `madvise` hints have no Windows
 //! equivalent: [`supports`] says no, and the builder refuses them with `ConfigError::Unsupported`.
 
@@ -175,19 +178,52 @@ pub(crate) fn advise(_ptr: NonNull<u8>, _len: usize, advice: super::Advice) -> i
     ))
 }
 
-pub(crate) fn discard(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
-    // SAFETY: the caller owns the page-aligned range, which lies inside a committed region of our own
-    // reservation, and nobody reads it until it is handed out again. Decommitting frees its pages.
+/// `MEM_DECOMMIT` of the range: its pages go back to the OS and it is reserved but not committed (any access
+/// faults) until [`commit`] succeeds.
+pub(crate) fn decommit(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: the caller owns the page-aligned range, which lies inside our own reservation, and nobody reads it
+    // until it is handed out again (and it is not handed out before `commit` succeeds). Decommitting frees its
+    // pages.
     if unsafe { VirtualFree(ptr.as_ptr().cast(), len, MEM_DECOMMIT) } == 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the same range of our own reservation, now reserved but uncommitted: commit it again so the
-    // freelist keeps naming usable memory. Fresh commits read as zeros and take no memory until touched.
+    Ok(())
+}
+
+/// `MEM_COMMIT` of the range, read-write: it can fail under commit pressure (`ERROR_COMMITMENT_LIMIT`), and then
+/// the range stays uncommitted. Committing pages that are committed already is allowed and changes nothing.
+pub(crate) fn commit(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: the range lies inside our own reservation and nobody reads it meanwhile; committing it again makes
+    // it usable. Fresh commits read as zeros and take no memory until touched.
     let p = unsafe { VirtualAlloc(ptr.as_ptr().cast(), len, MEM_COMMIT, PAGE_READWRITE) };
     if p.is_null() {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// True if every page of `[ptr, ptr + len)` is committed (`VirtualQuery`), so the tests can see what a failed
+/// recommit leaves behind.
+#[cfg(all(test, not(loom)))]
+pub(crate) fn committed(ptr: NonNull<u8>, len: usize) -> bool {
+    use windows_sys::Win32::System::Memory::{VirtualQuery, MEMORY_BASIC_INFORMATION};
+    let (mut addr, end) = (ptr.as_ptr() as usize, ptr.as_ptr() as usize + len);
+    while addr < end {
+        let mut mbi = MEMORY_BASIC_INFORMATION::default();
+        let size = std::mem::size_of::<MEMORY_BASIC_INFORMATION>();
+        // SAFETY: VirtualQuery only reads the process's page tables and writes at most `size` bytes to `mbi`,
+        // which is exclusively borrowed; any address is a valid query.
+        if unsafe { VirtualQuery(addr as *const _, &mut mbi, size) } != size
+            || mbi.State != MEM_COMMIT
+        {
+            return false;
+        }
+        match (mbi.BaseAddress as usize).checked_add(mbi.RegionSize) {
+            Some(next) if next > addr => addr = next,
+            _ => return false,
+        }
+    }
+    true
 }
 
 pub(crate) fn lock(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
