@@ -45,6 +45,8 @@ static GRANULARITY: AtomicUsize = AtomicUsize::new(0);
 
 /// The OS page size in bytes (cached after the first call).
 pub(crate) fn page_size() -> usize {
+    // Relaxed (as the store below, and `GRANULARITY`): a cache of a value every thread computes identically;
+    // a thread that sees 0 asks the OS again and stores the same value.
     let cached = PAGE_SIZE.load(Ordering::Relaxed);
     if cached != 0 {
         return cached;
@@ -60,6 +62,7 @@ pub(crate) fn page_size() -> usize {
 pub(crate) fn allocation_granularity() -> usize {
     #[cfg(windows)]
     {
+        // Relaxed: see `page_size`.
         let cached = GRANULARITY.load(Ordering::Relaxed);
         if cached != 0 {
             return cached;
