@@ -1257,7 +1257,8 @@ impl PoolBuilder {
     /// is set).
     ///
     /// # Errors
-    /// A [`ConfigError`] naming the setting to change: zero or non-page-multiple `buf_size`, bad `alignment`,
+    /// A [`ConfigError`] naming the setting to change: zero or non-page-multiple `buf_size`, bad `alignment` (or
+    /// one above the huge page size with explicit huge pages: [`ConfigError::HugePageAlignment`]),
     /// zero or too large `capacity`, a total size past `isize::MAX`, a `max_bytes` that cannot hold one mapping
     /// ([`ConfigError::BudgetTooSmall`]) or the preallocated capacity ([`ConfigError::PreallocOverBudget`]),
     /// [`OverflowPolicy::Wait`] without a limit ([`ConfigError::WaitWithoutLimit`]), or [`ConfigError::Os`]

@@ -331,3 +331,20 @@ fn overflow_buffers_are_zeroed_before_unmap() {
         assert_eq!(seen, vec![zero]);
     }
 }
+
+/// Issue #13, item 6, at the OS layer: a `MAP_HUGETLB` mapping is aligned to the huge page size and no further,
+/// so `map_with` refuses a stronger alignment (and a length that is not whole huge pages) with `InvalidInput`
+/// before calling the OS, in every build (it used to be a `debug_assert!` only).
+#[test]
+fn hugetlb_mapping_refuses_what_it_cannot_give() {
+    let huge = crate::sys::HUGE_PAGE;
+    for (len, align) in [(huge, 2 * huge), (2 * huge, 1 << 30), (page(), page())] {
+        let e = crate::sys::map_with(len, align, false, true).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::InvalidInput,
+            "{len} {align}: {e}"
+        );
+    }
+    assert_eq!(fault::live(), 0);
+}
