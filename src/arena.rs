@@ -102,11 +102,15 @@ impl Arena {
         policy: &MemPolicy,
         budget: &Budget,
     ) -> io::Result<Grow> {
+        // Relaxed: a shortcut only. `Full` reads no chunk (callers that need the bases check `all_mapped`,
+        // with `Acquire`), and a stale count just walks the table below.
         if self.mapped_chunks.load(Relaxed) == self.chunks.len() {
             return Ok(Grow::Full);
         }
         let mut busy = false;
         for (k, chunk) in self.chunks.iter().enumerate() {
+            // Relaxed: a first look that skips claimed chunks without reading their base; the claim is the
+            // compare-exchange below (its failure ordering is Relaxed for the same reason).
             match chunk.state.load(Relaxed) {
                 EMPTY => {}
                 MAPPING => {
@@ -172,6 +176,8 @@ impl Arena {
                 .store(mapping.ptr().as_ptr().wrapping_add(l.lead), Release);
             *lock(&chunk.mapping) = Some(mapping);
             chunk.state.store(MAPPED, Release);
+            // Relaxed: gauges for `stats()` and the `Full` shortcut above; the chunk itself is published by the
+            // `Release` stores of its base and state.
             self.mapped_bytes.fetch_add(reserved, Relaxed);
             self.mapped_slots.fetch_add(slots, Relaxed);
             self.mapped_chunks.fetch_add(1, Relaxed);
@@ -198,7 +204,7 @@ impl Arena {
         self.chunks.iter().all(|c| c.state.load(Acquire) == MAPPED)
     }
 
-    /// Pooled slots mapped so far.
+    /// Pooled slots mapped so far. Relaxed (as the two below): gauges for `stats()`.
     pub(crate) fn mapped_slots(&self) -> usize {
         self.mapped_slots.load(Relaxed)
     }

@@ -26,7 +26,9 @@ impl Budget {
     }
 
     /// Reserves `bytes` if they fit under the cap. Relaxed is enough: the count guards nothing but itself (the
-    /// mapping that follows is published through the chunk state or the buffer handle).
+    /// mapping that follows is published through the chunk state or the buffer handle), and the
+    /// compare-exchange decides on the latest value, so the cap holds under any interleaving. A waiter that
+    /// must see bytes given back sees them through the `SeqCst` fences of the wake handshake (`wait.rs`).
     pub(crate) fn try_reserve(&self, bytes: usize) -> bool {
         let Some(max) = self.max else {
             // Unlimited: nothing to count (mapped bytes are tracked by the arena and the overflow path). This
@@ -51,6 +53,7 @@ impl Budget {
         if self.max.is_none() {
             return;
         }
+        // Relaxed: as in `try_reserve`; the caller's wake check fences after it.
         self.used.fetch_sub(bytes, Relaxed);
     }
 }

@@ -39,7 +39,7 @@ use crate::pool::{Inner, Ref};
 use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
-use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::Arc as StdArc;
 
 /// Bumped by every pool close and every trim request; see the module docs.
@@ -54,8 +54,15 @@ loom::lazy_static! {
 }
 
 /// Makes every thread re-examine its caches at its next operation (after a pool close or a trim request).
+///
+/// `Release`, paired with the `Acquire` load in [`Local::sweep`]: the caller first publishes what the sweep must
+/// act on (`CLOSING` in the pool's state, or a new trim epoch), then bumps. A sweep that reads this bump (or a
+/// later one: every bump is a read-modify-write, so it continues the release sequence) then also sees that
+/// state, and it records the epoch as honoured only after acting on it. With `Relaxed` a sweep could read the
+/// new epoch with the old state, record it, and keep a closed pool's entry (its memory) or a trim request's
+/// slots until the next bump (loom `sweep_races_close`, `sweep_races_trim`).
 pub(crate) fn bump_sweep_epoch() {
-    SWEEP_EPOCH.fetch_add(1, Relaxed);
+    SWEEP_EPOCH.fetch_add(1, Release);
 }
 
 /// Counters of one thread's cache for one pool, readable by `stats()` on any thread. Written by the owning
@@ -109,6 +116,7 @@ impl Entry {
     #[inline(always)]
     fn hit(&mut self) {
         self.hits += 1;
+        // Relaxed: a statistic; no other memory is read on the strength of it.
         self.stats.hits.store(self.hits, Relaxed);
         self.publish();
     }
@@ -200,9 +208,12 @@ impl Local {
     }
 
     /// Flushes entries of closing pools and honours trim requests, if anything changed since last time.
+    ///
+    /// `Acquire`: see [`bump_sweep_epoch`]. Each pool's state and trim epoch read in `sweep_slow` then hold at
+    /// least what was published before the bumps this load read (`Inner::is_closing`, `Inner::trim_epoch`).
     #[inline]
     fn sweep(&mut self) {
-        let epoch = SWEEP_EPOCH.load(Relaxed);
+        let epoch = SWEEP_EPOCH.load(Acquire);
         if epoch != self.epoch_seen {
             self.sweep_slow(epoch);
         }
@@ -381,6 +392,9 @@ fn with_local<R>(f: impl FnOnce(&mut Local) -> Option<R>) -> Option<R> {
 fn hot_entry<R>(inner: NonNull<Inner>, f: impl FnOnce(&mut Entry) -> Option<R>) -> Option<R> {
     HOT.try_with(|h| {
         let e = h.entry.get();
+        // Relaxed: only a hint that a sweep is due. A stale value serves this operation as if it came before the
+        // bump (the entry is this thread's own memory); a new one sends it to the full path, whose `Acquire`
+        // load in `Local::sweep` (reading this value or a later one) orders what the sweep reads.
         if e.is_null() || SWEEP_EPOCH.load(Relaxed) != h.epoch.get() {
             return None;
         }
@@ -454,6 +468,11 @@ pub(crate) fn acquire(inner: NonNull<Inner>) -> Option<(Cached, bool)> {
 #[cold]
 fn refill(e: &mut Entry) -> Option<Cached> {
     let inner = e.inner();
+    if inner.waitable && inner.waiters.any() {
+        // Someone waits at the limit: take one slot on the shared path (the caller's fallback) rather than a
+        // batch that would rest in this cache, which may already have honoured the waiter's flush request.
+        return None;
+    }
     let cached = |slot| Cached {
         slot,
         ptr: inner.slot_ptr(slot),
@@ -489,6 +508,13 @@ pub(crate) fn release(inner: NonNull<Inner>, slot: Cached) -> bool {
     with_local(|l| {
         let mut owed = Vec::new();
         let e = l.entry(inner)?;
+        // The caller looked for waiters before this sweep. A sweep that honoured the first waiter's flush
+        // request has seen that waiter (`bump_sweep_epoch`), but the caller's look may predate both: look
+        // again, or the slot would rest here, unflushed, while the waiter waits (loom
+        // `sweep_races_waiter_flush_request`). `None`: the caller frees it and runs the wake check.
+        if e.inner().waitable && e.inner().waiters.any() {
+            return None;
+        }
         if e.slots.len() >= e.cap {
             let half = (e.cap / 2).max(1);
             e.flush(half, &mut owed);
@@ -519,4 +545,19 @@ pub(crate) fn flush_local(inner: NonNull<Inner>) {
         e.trim_seen = e.inner().trim_epoch();
         Some(())
     });
+}
+
+/// For the loom models: the sweep epoch this thread's caches last honoured, and the idle slots this thread caches
+/// for the pool whose shared state is at `inner` (`None`: no entry for that pool).
+#[cfg(all(loom, test))]
+pub(crate) fn loom_view(inner: usize) -> (u64, Option<usize>) {
+    borrow_local(|l| {
+        let slots = l
+            .entries
+            .iter()
+            .find(|e| e.inner.as_ptr() as usize == inner)
+            .map(|e| e.slots.len());
+        Some((l.epoch_seen, slots))
+    })
+    .expect("this thread's caches are available")
 }

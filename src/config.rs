@@ -75,7 +75,11 @@ pub enum HugePages {
     Transparent,
     /// Chunks are mapped with `MAP_HUGETLB` from the kernel's reserved huge pages (`vm.nr_hugepages`). No
     /// fallback: when none are free, `build` returns
-    /// [`ConfigError::HugePagesUnavailable`](crate::ConfigError::HugePagesUnavailable). Linux only.
+    /// [`ConfigError::HugePagesUnavailable`](crate::ConfigError::HugePagesUnavailable). The kernel aligns these
+    /// mappings to the huge page size (2 MiB) and no further, so [`PoolBuilder::alignment`] may be at most that:
+    /// `build` refuses a larger one with
+    /// [`ConfigError::HugePageAlignment`](crate::ConfigError::HugePageAlignment) (`Transparent` honours any
+    /// alignment). Linux only.
     Explicit,
 }
 
@@ -220,7 +224,8 @@ impl PoolBuilder {
 
     /// Alignment of every buffer's start: a power of two, at least the page size (the default). Larger
     /// alignments (e.g. 2 MiB) are honoured exactly; each pooled buffer then occupies `buf_size` rounded up to
-    /// the alignment.
+    /// the alignment. With [`HugePages::Explicit`] at most the huge page size (2 MiB):
+    /// [`build`](Self::build) refuses more ([`ConfigError::HugePageAlignment`](crate::ConfigError::HugePageAlignment)).
     pub fn alignment(mut self, bytes: usize) -> Self {
         self.alignment = Some(bytes);
         self
@@ -460,7 +465,7 @@ impl PoolBuilder {
             Some(all) if all <= limit => {}
             _ => return Err(too_large()),
         }
-        self.check_memory_options(page_size)?;
+        self.check_memory_options(align)?;
         let thread_cache = match self.thread_cache {
             None => DEFAULT_THREAD_CACHE.min(self.capacity / 16),
             Some(n) if n <= self.capacity => n,
@@ -635,7 +640,7 @@ impl PoolBuilder {
     }
 
     /// Rejects memory options this platform cannot honour, and combinations that make no sense.
-    fn check_memory_options(&self, _page_size: usize) -> Result<(), ConfigError> {
+    fn check_memory_options(&self, align: usize) -> Result<(), ConfigError> {
         use sys::Advice;
         if self.idle_trim_after == Some(std::time::Duration::ZERO) {
             return Err(ConfigError::ZeroIdleTrim);
@@ -659,6 +664,16 @@ impl PoolBuilder {
         }
         if self.huge_pages != HugePages::Off && !sys::supports(Advice::HugePage) {
             return Err(unsupported("huge_pages(..)"));
+        }
+        // `MAP_HUGETLB` mappings start on a huge page boundary and nothing stronger can be asked for (no slack
+        // to trim: the kernel reserves whole huge pages for all of a mapping). Both are powers of two, so an
+        // alignment up to the huge page size divides it and every slot (a multiple of the alignment from the
+        // chunk's start) is aligned; a larger one would be silently weakened.
+        if self.huge_pages == HugePages::Explicit && align > sys::HUGE_PAGE {
+            return Err(ConfigError::HugePageAlignment {
+                alignment: align,
+                huge_page_size: sys::HUGE_PAGE,
+            });
         }
         Ok(())
     }
@@ -723,8 +738,9 @@ impl Layout {
     /// Bytes chunk `k` reserves from the OS (counted against `max_bytes`): its mapping plus alignment slack.
     /// Cannot overflow: `layout` checked that the whole capacity plus one slack fits in `isize::MAX`.
     pub(crate) fn chunk_reserved(&self, k: usize) -> usize {
-        // Explicit huge pages are mapped exactly (the kernel aligns them); other chunks reserve slack for
-        // alignments above the allocation granularity.
+        // Explicit huge pages are mapped exactly (the kernel aligns them to the huge page size, and `layout`
+        // refuses larger alignments); other chunks reserve slack for alignments above the allocation
+        // granularity.
         let slack = if self.hugetlb {
             0
         } else {

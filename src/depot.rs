@@ -45,6 +45,8 @@ impl Stack {
             if top == NIL {
                 return None;
             }
+            // Relaxed: the `Acquire` load of the head (or the failed exchange) that named `top` synchronises
+            // with the `Release` push that wrote this link; a link changed since fails the versioned exchange.
             let below = next[top as usize - 1].load(Relaxed);
             let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(below);
             match self.head.compare_exchange_weak(head, new, AcqRel, Acquire) {
@@ -55,6 +57,8 @@ impl Stack {
     }
 
     fn push(&self, next: &[AtomicU32], m: usize) {
+        // Relaxed load and failure ordering: the pusher reads nothing through the old head, it only links to
+        // it. The link (and the magazine's contents) are published by the `Release` exchange.
         let mut head = self.head.load(Relaxed);
         loop {
             next[m].store(head as u32, Relaxed);
@@ -99,6 +103,7 @@ impl Depot {
 
     /// Idle slots held in full magazines.
     pub(crate) fn idle(&self) -> usize {
+        // Relaxed: a count for `stats()` and the idle-trim estimate; taking a magazine goes through `full`.
         self.full_count.load(Relaxed) * self.mag
     }
 
@@ -124,6 +129,8 @@ impl Depot {
         let Some(m) = self.empty.pop(&self.next) else {
             return false;
         };
+        // Relaxed: we own magazine `m` (popped from `empty`); the `Release` push onto `full` publishes its
+        // contents to the `Acquire` pop of the next owner. The count is for `idle()` only.
         for cell in &self.store[m * self.mag..(m + 1) * self.mag] {
             cell.store(next(), Relaxed);
         }
@@ -138,6 +145,7 @@ impl Depot {
         let Some(m) = self.full.pop(&self.next) else {
             return false;
         };
+        // Relaxed: the `Acquire` pop made magazine `m`'s contents visible, and we own it until the push below.
         self.full_count.fetch_sub(1, Relaxed);
         let src = &self.store[m * self.mag..(m + 1) * self.mag];
         out.extend(src.iter().map(|cell| f(cell.load(Relaxed))));
@@ -156,6 +164,7 @@ impl std::fmt::Debug for Depot {
         f.debug_struct("Depot")
             .field("mag", &self.mag)
             .field("magazines", &self.next.len())
+            // Relaxed: diagnostics.
             .field("full", &self.full_count.load(Relaxed))
             .finish()
     }

@@ -166,6 +166,19 @@ pub enum ConfigError {
         #[source]
         source: io::Error,
     },
+    /// [`HugePages::Explicit`](crate::HugePages::Explicit) with an `alignment` above the huge page size: the
+    /// kernel aligns explicit huge-page mappings to the huge page size and no further.
+    #[error(
+        "alignment {alignment} is above the huge page size ({huge_page_size} bytes), the most that \
+         huge_pages(Explicit) can align buffers to: use an alignment of at most {huge_page_size}, or \
+         HugePages::Transparent, which honours any alignment"
+    )]
+    HugePageAlignment {
+        /// The rejected alignment.
+        alignment: usize,
+        /// The huge page size explicit huge-page chunks are aligned to (2 MiB).
+        huge_page_size: usize,
+    },
     /// `size_classes` is empty or longer than [`MAX_SIZE_CLASSES`](crate::MAX_SIZE_CLASSES).
     #[error("size_classes has {count} entries: give between 1 and {max}")]
     SizeClassCount {

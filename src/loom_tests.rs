@@ -1,5 +1,6 @@
 //! Loom models of every lock-free path: freelist hand-out and return, chunk growth, overflow accounting at
-//! exhaustion, and teardown of the shared state when the last handle goes.
+//! exhaustion, teardown of the shared state when the last handle goes, waiting at the limit, and the sweep
+//! epochs through which thread caches notice closes, trims and waiters (`sweep_races_*`).
 //!
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --lib`
 //!
@@ -537,5 +538,139 @@ fn two_waiters_two_releases() {
             (0, 2, 0, 4),
             "{s:?}"
         );
+    });
+}
+
+/// Issue #13, item 5. A sweep that sees a close's sweep epoch must see the close itself: this thread's cache
+/// holds the only slot of pool A (its entry pins A) when another thread drops A's last handle (sets `CLOSING`,
+/// then bumps the epoch) while this thread makes an operation on pool B, which sweeps. If that sweep recorded the
+/// close's epoch as honoured, A's entry must be gone and A torn down: this thread would not look again until
+/// the next bump, so A's memory would stay mapped for as long as the thread lives. Failed with a `Relaxed`
+/// bump and sweep load (the sweep read the new epoch and the state from before `CLOSING`).
+#[test]
+fn sweep_races_close() {
+    loom::model(|| {
+        let before = teardowns();
+        let a = cached_pool(1, 1);
+        let b = cached_pool(1, 1);
+        let a_id = a.inner_addr();
+        drop(a.acquire().unwrap()); // into this thread's cache: its entry holds A's slot and a reference
+        let closer = thread::spawn(move || drop(a)); // the last handle: CLOSING, then the epoch bump
+        drop(b.acquire().unwrap()); // a pool operation: sweeps this thread's caches
+        let (seen, entry) = crate::cache::loom_view(a_id);
+        if seen >= 1 {
+            assert_eq!(
+                entry, None,
+                "the sweep honoured the close's epoch but kept the closed pool's entry"
+            );
+            assert_eq!(teardowns(), before + 1, "closed pool A not torn down");
+        }
+        closer.join().unwrap();
+        // After the join the close is visible to any ordering: the next operation lets go of A.
+        drop(b.acquire().unwrap());
+        assert_eq!(crate::cache::loom_view(a_id).1, None);
+        assert_eq!(teardowns(), before + 1);
+        drop(b);
+        assert_eq!(teardowns(), before + 2);
+    });
+}
+
+/// Issue #13, item 5, for `trim()` (the first waiter's flush request takes the same path: the pool's trim
+/// epoch, then the sweep epoch). This thread's cache holds pool A's only slot when another thread calls
+/// `A.trim()` while this thread makes an operation on pool B, which sweeps. If that sweep recorded the trim's
+/// epoch as honoured, the slot must have left the cache: the request would otherwise be lost until the next
+/// bump. Failed with `Relaxed` bumps and loads (the sweep read the new sweep epoch and the old trim epoch).
+#[test]
+fn sweep_races_trim() {
+    loom::model(|| {
+        let a = cached_pool(1, 1);
+        let b = cached_pool(1, 1);
+        let a_id = a.inner_addr();
+        drop(a.acquire().unwrap()); // into this thread's cache
+        let a2 = a.clone();
+        let trimmer = thread::spawn(move || {
+            a2.trim();
+        });
+        drop(b.acquire().unwrap()); // sweeps this thread's caches
+        let (seen, entry) = crate::cache::loom_view(a_id);
+        if seen >= 1 {
+            assert_eq!(
+                entry,
+                Some(0),
+                "the sweep honoured the trim's epoch but kept the idle slot cached"
+            );
+        }
+        trimmer.join().unwrap();
+        drop(b.acquire().unwrap());
+        assert_eq!(crate::cache::loom_view(a_id).1, Some(0));
+        let s = a.stats();
+        assert_eq!((s.cached, s.idle, s.in_use), (0, 1, 0), "{s:?}");
+    });
+}
+
+/// `sweep_races_close` with the entry made during the race: a thread with no cache entry for pool A releases
+/// A's last buffer out (which makes an entry unless it sees A closing) while another thread drops A's last
+/// handle, then makes an operation on pool B. Whichever way the entry's `is_closing` check and the sweeps
+/// read, a sweep that honoured the close's epoch has let go of A.
+#[test]
+fn close_races_new_entry() {
+    loom::model(|| {
+        let before = teardowns();
+        let a = cached_pool(1, 1);
+        let b = cached_pool(1, 1);
+        let a_id = a.inner_addr();
+        let buf = a.acquire().unwrap();
+        let t = thread::spawn(move || {
+            drop(buf); // a new entry for A on this thread, unless A is seen closing
+            drop(b.acquire().unwrap()); // sweeps this thread's caches
+            let (seen, entry) = crate::cache::loom_view(a_id);
+            if seen >= 1 {
+                assert_eq!(
+                    entry, None,
+                    "the sweep honoured the close's epoch but kept A's entry"
+                );
+                assert_eq!(teardowns(), before + 1, "closed pool A not torn down");
+            }
+        });
+        drop(a);
+        t.join().unwrap();
+        settle(|| teardowns() == before + 2);
+    });
+}
+
+/// `sweep_races_trim` for the other writer of the trim epoch: the first waiter at a `Wait` pool's limit asks
+/// every thread cache to flush. Another thread releases pool A's only buffer (to the waiter if it sees one, else
+/// into a cache entry it makes for A now) while this thread waits for a buffer of A; then that thread makes an
+/// operation on pool B, which sweeps. A sweep that honoured the waiter's request must have flushed the slot (to
+/// the waiter), or the waiter would wait for as long as that thread lives. Failed with `Relaxed` orderings, and
+/// still failed with only the sweep epoch fixed: a release that looked for waiters before its sweep cached the
+/// slot after that sweep had honoured the request, and a new entry read the trim epoch of a request still in
+/// flight (incremented, not yet bumped) and recorded it as honoured before its thread could see the waiter.
+#[test]
+fn sweep_races_waiter_flush_request() {
+    loom::model(|| {
+        let a = waiting_pool(1, 1);
+        let b = cached_pool(1, 1);
+        let a_id = a.inner_addr();
+        let buf = a.acquire().unwrap();
+        let releaser = thread::spawn(move || {
+            drop(buf); // to the waiter, or into this thread's cache
+            drop(b.acquire().unwrap()); // sweeps this thread's caches
+            let (seen, entry) = crate::cache::loom_view(a_id);
+            if seen >= 1 {
+                assert!(
+                    matches!(entry, None | Some(0)),
+                    "the sweep honoured the waiter's request but kept the idle slot cached ({entry:?})"
+                );
+            }
+            // Exit: this thread's caches are flushed, which serves the waiter if nothing else did.
+        });
+        let got = a
+            .acquire_timeout(FOREVER)
+            .expect("served by the release or the flush");
+        releaser.join().unwrap();
+        drop(got);
+        let s = a.stats();
+        assert_eq!((s.in_use, s.waiters), (0, 0), "{s:?}");
     });
 }

@@ -80,10 +80,12 @@ impl Overflow {
         o
     }
 
+    /// Relaxed: a gauge for `stats()`; permits are taken and given back by read-modify-writes on `out`.
     pub(crate) fn in_use(&self) -> usize {
         self.out.load(Relaxed)
     }
 
+    /// Relaxed: a gauge for `stats()` (the budget, not this, bounds the bytes mapped).
     pub(crate) fn mapped_bytes(&self) -> usize {
         self.mapped_bytes.load(Relaxed)
     }
@@ -116,6 +118,8 @@ impl Overflow {
     /// Takes one permit if fewer than `max` are out, returning how many were out before. The caller maps with
     /// it ([`Self::map_with_permit`]) or gives it back.
     pub(crate) fn take_permit(&self) -> Option<usize> {
+        // Relaxed first look and failure ordering: the compare-exchange decides, on the latest value, and a
+        // permit guards no memory (the buffer's mapping is published through the `AlignedBuf` that owns it).
         let mut out = self.out.load(Relaxed);
         loop {
             if out >= self.max {
@@ -140,6 +144,7 @@ impl Overflow {
     pub(crate) fn exhausted(&self, capacity: usize) -> AcquireError {
         AcquireError::Exhausted {
             capacity,
+            // Relaxed: reported in the error message only.
             overflow_in_use: self.out.load(Relaxed),
             max_overflow: self.max,
             policy: self.policy,
@@ -158,6 +163,7 @@ impl Overflow {
     ) -> Result<OverflowBuf, AcquireError> {
         let (Some(len), Some(budget)) = (self.len_for(buf_size), self.reserve_bytes_for(buf_size))
         else {
+            // Relaxed: an event counter, read only by `stats()` (see `stats.rs`).
             counters.os_errors.fetch_add(1, Relaxed);
             return Err(AcquireError::Os {
                 bytes: buf_size,
@@ -193,11 +199,14 @@ impl Overflow {
         match mapped {
             Ok(b) => {
                 let reserved = b.mapping.reserved();
+                // Relaxed: a gauge for `stats()`.
                 self.mapped_bytes.fetch_add(reserved, Relaxed);
+                // Relaxed: an event counter, read only by `stats()` (see `stats.rs`).
                 counters.overflow_maps.fetch_add(1, Relaxed);
                 Ok(b)
             }
             Err(source) => {
+                // Relaxed: an event counter, read only by `stats()` (see `stats.rs`).
                 counters.os_errors.fetch_add(1, Relaxed);
                 Err(AcquireError::Os { bytes: len, source })
             }
@@ -243,7 +252,9 @@ impl Overflow {
         let reserved = b.mapping.reserved();
         let budget = b.budget;
         drop(b);
+        // Relaxed: a gauge for `stats()`.
         self.mapped_bytes.fetch_sub(reserved, Relaxed);
+        // Relaxed: an event counter, read only by `stats()` (see `stats.rs`).
         counters.overflow_unmaps.fetch_add(1, Relaxed);
         (budget, reserved)
     }
@@ -252,6 +263,8 @@ impl Overflow {
     /// overflow buffer is wrapped (a subscriber may panic).
     pub(crate) fn warn_started(&self, capacity: usize) {
         let now = self.created.elapsed().as_millis() as u64 + 1;
+        // Relaxed: a rate limit on a log line; the compare-exchange lets one caller per interval warn, and
+        // nothing else is read on the strength of it.
         let last = self.last_warn.load(Relaxed);
         if (last == 0 || now.saturating_sub(last) >= WARN_INTERVAL_MS)
             && self

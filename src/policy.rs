@@ -90,6 +90,8 @@ impl MemPolicy {
         }
     }
 
+    /// Relaxed (as every update of `locked_bytes`): a gauge for `stats()` and the best-effort estimate of the
+    /// room left under `RLIMIT_MEMLOCK`, where the kernel's own accounting decides (a refused `mlock`).
     pub(crate) fn locked_bytes(&self) -> usize {
         self.locked_bytes.load(Relaxed)
     }
@@ -152,6 +154,7 @@ impl MemPolicy {
                 }
             }
         }
+        // Relaxed: see `locked_bytes`.
         self.locked_bytes.fetch_add(locked, Relaxed);
         Ok(locked)
     }
@@ -220,6 +223,7 @@ impl MemPolicy {
     /// Gives back the lock accounting of a region being unmapped.
     pub(crate) fn unlocked(&self, bytes: usize) {
         if bytes > 0 {
+            // Relaxed: see `locked_bytes`.
             self.locked_bytes.fetch_sub(bytes, Relaxed);
         }
     }
@@ -251,6 +255,7 @@ impl MemPolicy {
         }
         let mut event = Ok(());
         if let Some(offset) = poison_mismatch(ptr, len) {
+            // Relaxed: an event counter, read only by `stats()`.
             self.poison_violations.fetch_add(1, Relaxed);
             event = std::panic::catch_unwind(|| {
                 tracing::error!(
@@ -272,6 +277,7 @@ impl MemPolicy {
     }
 
     pub(crate) fn trimmed(&self, bytes: usize) {
+        // Relaxed: an event counter, read only by `stats()`.
         self.trimmed_bytes.fetch_add(bytes as u64, Relaxed);
     }
 }
@@ -326,6 +332,10 @@ impl IdleTrim {
 
     /// Records `idle` shared buffers now. Returns how many to trim if a period just ended (only one caller per
     /// period gets `Some`).
+    ///
+    /// Relaxed throughout: the low-water mark is an estimate of how many buffers to trim, and the trim takes
+    /// them from the freelist (its own synchronisation), so a stale value trims a few more or fewer idle
+    /// buffers, never a busy one. The compare-exchange on `period_start` picks one caller per period.
     pub(crate) fn tick(&self, idle: usize) -> Option<usize> {
         let low = self.low.fetch_min(idle, Relaxed).min(idle);
         let now = self.created.elapsed().as_millis() as u64;

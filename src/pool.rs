@@ -11,7 +11,7 @@ use crate::freelist::FreeList;
 use crate::overflow::{Overflow, OverflowBuf};
 use crate::policy::MemPolicy;
 use crate::stats::{Counters, PoolStats};
-use crate::sync::{Arc, AtomicUsize};
+use crate::sync::{Arc, AtomicU64, AtomicUsize};
 use crate::sys::DiscardError;
 use crate::uncommitted::Uncommitted;
 use crate::wait::{Grant, Waiters, Wake};
@@ -19,7 +19,7 @@ use crate::{HugePages, LockPolicy, OverflowPolicy};
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::Arc as StdArc;
 use std::time::{Duration, Instant};
 
@@ -106,6 +106,7 @@ unsafe impl Sync for Registry {}
 
 impl Registry {
     fn with<R>(&self, f: impl FnOnce(&mut Vec<StdArc<CacheStats>>) -> R) -> R {
+        // The failure ordering is Relaxed: a failed attempt reads nothing under the lock, it only retries.
         while self
             .locked
             .compare_exchange_weak(false, true, Acquire, Relaxed)
@@ -140,8 +141,8 @@ pub(crate) struct Inner {
     pub(crate) mem: MemPolicy,
     /// Full magazines of half a cache each, for batch refills and flushes (none without caches).
     pub(crate) depot: Option<Depot>,
-    /// Bumped by `trim`: caches flush when they see a new value.
-    trim_epoch: StdAtomicU64,
+    /// Trim requests (`request_trim`: `trim()` and the first waiter): caches flush when they see a new value.
+    trim_epoch: AtomicU64,
     /// Stats of live thread caches (registration is once per thread per pool).
     caches: Registry,
     /// Cache hits of caches that have gone.
@@ -206,6 +207,8 @@ impl Inner {
     /// Takes `n` more references. The caller must already hold one (so the count cannot be zero).
     #[inline]
     pub(crate) fn add_refs(&self, n: usize) {
+        // Relaxed, as `Arc::clone`: the caller's reference keeps the count above zero, so this increment cannot
+        // race the teardown, and it publishes nothing (the slots it counts were taken by their own atomics).
         self.state.fetch_add(n * REF, Relaxed);
     }
 
@@ -241,12 +244,33 @@ impl Inner {
         }
     }
 
+    /// Whether the last handle is gone. Relaxed: the sweep calls it after its `Acquire` load of the sweep epoch,
+    /// which orders it after the close that set `CLOSING` and then bumped the epoch with `Release` (`cache.rs`,
+    /// `bump_sweep_epoch`), and `CLOSING` is never cleared. `Local::new_entry` may call it before its thread
+    /// has read the close's bump: a stale answer makes an entry that the first sweep reading that bump removes
+    /// (loom `close_races_new_entry`).
     pub(crate) fn is_closing(&self) -> bool {
         self.state.load(Relaxed) & CLOSING != 0
     }
 
+    /// Trim requests so far (`trim()`, and the first waiter asking caches to flush).
+    ///
+    /// Every request increments it, then bumps the sweep epoch (`Release`), so a sweep that reads the bump
+    /// (`Acquire`) reads this request's value or a later one. That alone is not enough: this load can also
+    /// return a request still in flight (incremented, not bumped yet), and the entry then records it as
+    /// honoured and skips it when its bump arrives. So the increment is `Release` and this load `Acquire`: an
+    /// entry that records a request has seen everything the requester did before it, in particular the
+    /// waiter's registration, and from then on its thread's releases see that waiter and bypass the cache
+    /// (loom `sweep_races_waiter_flush_request`).
     pub(crate) fn trim_epoch(&self) -> u64 {
-        self.trim_epoch.load(Relaxed)
+        self.trim_epoch.load(Acquire)
+    }
+
+    /// Records a trim request (see [`trim_epoch`](Self::trim_epoch)) and makes every thread re-examine its
+    /// caches at its next operation.
+    pub(crate) fn request_trim(&self) {
+        self.trim_epoch.fetch_add(1, Release);
+        cache::bump_sweep_epoch();
     }
 
     pub(crate) fn register_cache(&self) -> StdArc<CacheStats> {
@@ -258,7 +282,8 @@ impl Inner {
     pub(crate) fn unregister_cache(&self, stats: &StdArc<CacheStats>, hits: u64) {
         self.caches.with(|caches| {
             caches.retain(|c| !StdArc::ptr_eq(c, stats));
-            // Fold under the lock so a concurrent `stats()` never counts these hits twice or not at all.
+            // Fold under the lock so a concurrent `stats()` never counts these hits twice or not at all. Relaxed:
+            // the registry lock orders it against `stats()`, and it is a statistic.
             self.retired_hits.fetch_add(hits, Relaxed);
         });
     }
@@ -648,7 +673,7 @@ impl PagePool {
             scrub: mem.scrub,
             mem,
             depot: Depot::new(layout.capacity, layout.thread_cache / 2),
-            trim_epoch: StdAtomicU64::new(0),
+            trim_epoch: AtomicU64::new(0),
             caches: Registry::default(),
             retired_hits: StdAtomicU64::new(0),
             budget: Budget::new(b.max_bytes),
@@ -777,6 +802,7 @@ impl PagePool {
     fn acquire_oversize(&self, len: usize) -> Result<AlignedBuf, AcquireError> {
         let inner = self.inner();
         let Some(bytes) = len.checked_next_multiple_of(crate::sys::page_size()) else {
+            // Relaxed: an event counter, read only by `stats()` (see `stats.rs`).
             inner.counters.os_errors.fetch_add(1, Relaxed);
             return Err(AcquireError::Os {
                 bytes: len,
@@ -787,6 +813,7 @@ impl PagePool {
             });
         };
         let Some(reserve) = inner.overflow.reserve_bytes_for(bytes) else {
+            // Relaxed: an event counter, read only by `stats()` (see `stats.rs`).
             inner.counters.os_errors.fetch_add(1, Relaxed);
             return Err(AcquireError::Os {
                 bytes,
@@ -846,6 +873,7 @@ impl PagePool {
     /// Counts and builds the `Exhausted` error.
     fn exhausted(&self) -> AcquireError {
         let inner = self.inner();
+        // Relaxed: an event counter, read only by `stats()` (see `stats.rs`).
         inner.counters.exhausted.fetch_add(1, Relaxed);
         inner.overflow.exhausted(inner.arena.layout().capacity)
     }
@@ -927,6 +955,7 @@ impl PagePool {
                     return self.grant_to_buf(g);
                 }
                 let waited = start.elapsed();
+                // Relaxed: an event counter, read only by `stats()` (see `stats.rs`).
                 inner.counters.timeouts.fetch_add(1, Relaxed);
                 tracing::debug!(target: "pagepool", ?waited, waiters = inner.waiters.len(), "waiter timed out");
                 return Err(AcquireError::Timeout { waited });
@@ -995,8 +1024,7 @@ impl PagePool {
         let registered = Registered { pool: self, id };
         if first && inner.cache_size > 0 {
             // Idle buffers resting in thread caches: flush them at each thread's next pool operation.
-            inner.trim_epoch.fetch_add(1, Relaxed);
-            cache::bump_sweep_epoch();
+            inner.request_trim();
         }
         let found = match self.take() {
             Ok(None) => {
@@ -1063,6 +1091,12 @@ impl PagePool {
                 inner.give_back_permit(inner.overflow.reserve_bytes());
             }
         }
+    }
+
+    /// The address of the pool's shared state, naming the pool to `cache::loom_view` (loom models only).
+    #[cfg(all(loom, test))]
+    pub(crate) fn inner_addr(&self) -> usize {
+        self.handle.inner.as_ptr() as usize
     }
 
     #[inline]
@@ -1208,6 +1242,7 @@ impl PagePool {
                         // The chunk's budget came back.
                         inner.after_release();
                     }
+                    // Relaxed: an event counter, read only by `stats()` (see `stats.rs`).
                     inner.counters.os_errors.fetch_add(1, Relaxed);
                     let l = inner.arena.layout();
                     let bytes = l.chunk_len(0);
@@ -1271,8 +1306,7 @@ impl PagePool {
             return self.handle.classes.iter().map(PagePool::trim).sum();
         }
         let inner = self.inner();
-        inner.trim_epoch.fetch_add(1, Relaxed);
-        cache::bump_sweep_epoch();
+        inner.request_trim();
         cache::flush_local(self.handle.inner);
         inner.trim_shared(inner.shared_idle(), "trim")
     }
@@ -1325,6 +1359,8 @@ impl PagePool {
         }
         let inner = self.inner();
         let c = &inner.counters;
+        // The Relaxed loads below read statistics and gauges: nothing is dereferenced on their strength, and the
+        // snapshot is documented as exact only once the pool is quiet (`PoolStats`).
         let (cached, cache_hits) = inner.caches.with(|caches| {
             let cached: usize = caches.iter().map(|s| s.cached.load(Acquire)).sum();
             let hits: u64 = caches.iter().map(|s| s.hits.load(Relaxed)).sum();
@@ -1438,7 +1474,8 @@ impl PoolBuilder {
     /// is set).
     ///
     /// # Errors
-    /// A [`ConfigError`] naming the setting to change: zero or non-page-multiple `buf_size`, bad `alignment`,
+    /// A [`ConfigError`] naming the setting to change: zero or non-page-multiple `buf_size`, bad `alignment` (or
+    /// one above the huge page size with explicit huge pages: [`ConfigError::HugePageAlignment`]),
     /// zero or too large `capacity`, a total size past `isize::MAX`, a `max_bytes` that cannot hold one mapping
     /// ([`ConfigError::BudgetTooSmall`]) or the preallocated capacity ([`ConfigError::PreallocOverBudget`]),
     /// [`OverflowPolicy::Wait`] without a limit ([`ConfigError::WaitWithoutLimit`]), or [`ConfigError::Os`]

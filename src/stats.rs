@@ -40,6 +40,7 @@ fn stripe() -> usize {
         if v != usize::MAX {
             return v;
         }
+        // Relaxed: only spreads threads over stripes; any value is correct.
         let v = NEXT.fetch_add(1, Relaxed) % STRIPES;
         s.set(v);
         v
@@ -66,10 +67,13 @@ impl Counters {
     /// Counts one acquire served from pooled memory.
     #[inline]
     pub(crate) fn hit(&self) {
+        // Relaxed (as every counter here): a statistic; the read-modify-write loses no count, and no other
+        // memory is read on the strength of a counter.
         self.hits[stripe()].0.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn pool_hits(&self) -> u64 {
+        // Relaxed: a snapshot, exact once the pool is quiet (`PoolStats`).
         self.hits.iter().map(|c| c.0.load(Relaxed)).sum()
     }
 }

@@ -397,6 +397,9 @@ fn lock_shortfall_warning_panics() {
             fault::fail_call_at(tried, ENOMEM);
             let r =
                 tracing::subscriber::with_default(PanickingSubscriber("could not lock"), || {
+                    // Scoped subscribers on parallel test threads race with callsite registration, which can
+                    // cache "never" for a callsite: re-ask every callsite now that this one is in place.
+                    tracing::callsite::rebuild_interest_cache();
                     catch_unwind(AssertUnwindSafe(|| pool.acquire()))
                 });
             fault::clear_calls();
@@ -416,3 +419,20 @@ fn lock_shortfall_warning_panics() {
 }
 
 mod recommit;
+
+/// Issue #13, item 6, at the OS layer: a `MAP_HUGETLB` mapping is aligned to the huge page size and no further,
+/// so `map_with` refuses a stronger alignment (and a length that is not whole huge pages) with `InvalidInput`
+/// before calling the OS, in every build (it used to be a `debug_assert!` only).
+#[test]
+fn hugetlb_mapping_refuses_what_it_cannot_give() {
+    let huge = crate::sys::HUGE_PAGE;
+    for (len, align) in [(huge, 2 * huge), (2 * huge, 1 << 30), (page(), page())] {
+        let e = crate::sys::map_with(len, align, false, true).unwrap_err();
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::InvalidInput,
+            "{len} {align}: {e}"
+        );
+    }
+    assert_eq!(fault::live(), 0);
+}

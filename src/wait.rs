@@ -90,12 +90,22 @@ impl Waiters {
     }
 
     /// Whether anyone is queued (a hint, exact only after a `SeqCst` fence that follows the caller's release).
+    ///
+    /// Relaxed: the releaser's `SeqCst` fence (`Inner::after_release`) comes between making a buffer available
+    /// and this load, and the waiter's fence between its `SeqCst` increment and its second look; of two `SeqCst`
+    /// fences one precedes the other, so either this load sees the waiter or the waiter's look sees the buffer.
+    /// On the release fast path (no fence yet) a zero sends the buffer the usual way: to the freelist, which is
+    /// followed by that fenced check, or into this thread's cache, which the first waiter asks every thread to
+    /// flush (`Inner::request_trim`: trim epoch, then the `Release` sweep-epoch bump). A thread whose sweep
+    /// reads that request also sees this waiter counted (or already gone), so its later releases bypass the
+    /// cache; the release that ran the sweep looks again after it (`cache::release`). A non-zero value is
+    /// re-checked under the list lock.
     #[inline]
     pub(crate) fn any(&self) -> bool {
         self.count.load(Relaxed) != 0
     }
 
-    /// Waiters queued now.
+    /// Waiters queued now. Relaxed: a gauge for `stats()`.
     pub(crate) fn len(&self) -> usize {
         self.count.load(Relaxed)
     }
@@ -140,6 +150,10 @@ impl Waiters {
         let mut l = lock(&self.list);
         if let Some(p) = l.queue.iter().position(|q| q.id == id) {
             let entry = l.queue.remove(p);
+            // Relaxed (as in `offer` and `serve`): changed under the list lock, which orders the writers. A
+            // reader outside the lock that still sees the old value finds a waiter that has left: it takes the
+            // lock, finds the queue empty and falls back to the freelist and the fenced check. Only the
+            // increment (`register`, `SeqCst`) is part of the handshake.
             self.count.fetch_sub(1, Relaxed);
             drop(l);
             // Its waker is dropped outside the lock, as in `poll`.
@@ -156,6 +170,7 @@ impl Waiters {
         let Some(q) = l.queue.pop_front() else {
             return Err(grant);
         };
+        // Relaxed: under the list lock; see `cancel`.
         self.count.fetch_sub(1, Relaxed);
         l.granted.push((q.id, grant));
         drop(l);
@@ -180,6 +195,7 @@ impl Waiters {
                 l.queue.push_front(q);
                 break;
             };
+            // Relaxed: under the list lock; see `cancel`.
             self.count.fetch_sub(1, Relaxed);
             l.granted.push((q.id, grant));
             drop(l);

@@ -124,3 +124,74 @@ fn huge_pages_and_guard_pages_do_not_mix() {
         .unwrap_err();
     assert!(matches!(e, ConfigError::Incompatible { .. }), "{e}");
 }
+
+/// Issue #13, item 6: `MAP_HUGETLB` mappings are aligned to the huge page size and no further, so an `alignment`
+/// above it is refused at build, before any mapping (whether or not huge pages are reserved). It used to build,
+/// and release builds handed out buffers 2 MiB-aligned while `alignment()` said 4 MiB.
+#[test]
+fn explicit_huge_pages_refuse_an_alignment_above_the_huge_page() {
+    let explicit = |alignment: usize| {
+        PagePool::builder()
+            .buf_size(64 << 10)
+            .capacity(2)
+            .thread_cache(0)
+            .alignment(alignment)
+            .huge_pages(HugePages::Explicit)
+    };
+    for alignment in [2 * HUGE, 1 << 30] {
+        for b in [
+            explicit(alignment),
+            explicit(alignment).size_classes(&[64 << 10, 128 << 10]),
+        ] {
+            match b.build() {
+                Err(e @ ConfigError::HugePageAlignment { .. }) => {
+                    let msg = e.to_string();
+                    let ConfigError::HugePageAlignment {
+                        alignment: a,
+                        huge_page_size,
+                    } = e
+                    else {
+                        unreachable!()
+                    };
+                    assert_eq!((a, huge_page_size), (alignment, HUGE));
+                    assert!(msg.contains(&format!("at most {HUGE}")), "{msg}");
+                    assert!(msg.contains("HugePages::Transparent"), "{msg}");
+                }
+                other => panic!("alignment {alignment}: expected HugePageAlignment, got {other:?}"),
+            }
+        }
+    }
+    // Up to the huge page size the alignment divides the huge page: such a pool builds (or is refused only for
+    // want of reserved huge pages), and every buffer it hands out is aligned as `alignment()` says.
+    for alignment in [pagepool::page_size(), 64 << 10, HUGE] {
+        match explicit(alignment).build() {
+            Ok(pool) => {
+                assert_eq!(pool.alignment(), alignment);
+                let held: Vec<_> = (0..pool.capacity())
+                    .map(|_| pool.acquire().unwrap())
+                    .collect();
+                for b in &held {
+                    assert_eq!(b.as_ptr() as usize % alignment, 0, "alignment {alignment}");
+                }
+            }
+            Err(ConfigError::HugePagesUnavailable { .. }) => {
+                println!("no huge pages reserved: alignment {alignment} not mapped (only its build checked)");
+            }
+            Err(e) => panic!("alignment {alignment}: {e:?}"),
+        }
+    }
+    // Transparent huge pages honour any alignment (the chunk is over-reserved and its aligned interior used).
+    let pool = PagePool::builder()
+        .buf_size(64 << 10)
+        .capacity(4)
+        .thread_cache(0)
+        .alignment(2 * HUGE)
+        .huge_pages(HugePages::Transparent)
+        .build()
+        .unwrap();
+    assert_eq!(pool.alignment(), 2 * HUGE);
+    let held: Vec<_> = (0..4).map(|_| pool.acquire().unwrap()).collect();
+    for b in &held {
+        assert_eq!(b.as_ptr() as usize % (2 * HUGE), 0);
+    }
+}

@@ -49,6 +49,8 @@ static GRANULARITY: AtomicUsize = AtomicUsize::new(0);
 
 /// The OS page size in bytes (cached after the first call).
 pub(crate) fn page_size() -> usize {
+    // Relaxed (as the store below, and `GRANULARITY`): a cache of a value every thread computes identically;
+    // a thread that sees 0 asks the OS again and stores the same value.
     let cached = PAGE_SIZE.load(Ordering::Relaxed);
     if cached != 0 {
         return cached;
@@ -64,6 +66,7 @@ pub(crate) fn page_size() -> usize {
 pub(crate) fn allocation_granularity() -> usize {
     #[cfg(windows)]
     {
+        // Relaxed: see `page_size`.
         let cached = GRANULARITY.load(Ordering::Relaxed);
         if cached != 0 {
             return cached;
@@ -92,9 +95,10 @@ pub(crate) fn map(len: usize, align: usize, populate: bool) -> io::Result<Mappin
     map_with(len, align, populate, false)
 }
 
-/// [`map`], with `hugetlb` asking for explicit huge pages (`MAP_HUGETLB`, Linux only): `len` and `align` must
-/// then be multiples of [`HUGE_PAGE`], and the call fails with `ENOMEM` when the kernel has no free huge pages
-/// reserved (`vm.nr_hugepages`).
+/// [`map`], with `hugetlb` asking for explicit huge pages (`MAP_HUGETLB`, Linux only): `len` must then be a
+/// multiple of [`HUGE_PAGE`] and `align` at most [`HUGE_PAGE`] (else `InvalidInput`: the kernel aligns such a
+/// mapping to the huge page size and no further), and the call fails with `ENOMEM` when the kernel has no free
+/// huge pages reserved (`vm.nr_hugepages`).
 pub(crate) fn map_with(
     len: usize,
     align: usize,
@@ -116,8 +120,17 @@ pub(crate) fn map_with(
             )
         })?;
     let m = if hugetlb {
-        // Huge-page mappings are aligned to the huge page size by the kernel: no slack.
-        debug_assert!(len % HUGE_PAGE == 0 && align <= HUGE_PAGE);
+        // Huge-page mappings are aligned to the huge page size by the kernel, and no further: no slack, and no
+        // stronger alignment (`build` refuses one first: `ConfigError::HugePageAlignment`).
+        if len % HUGE_PAGE != 0 || align > HUGE_PAGE {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "explicit huge pages: length {len} must be a multiple of, and alignment {align} at most, \
+                     the huge page size {HUGE_PAGE}"
+                ),
+            ));
+        }
         imp::map_hugetlb(len, populate)?
     } else {
         imp::map(reserve, len, align, populate)?
