@@ -25,6 +25,12 @@ impl Budget {
         self.max
     }
 
+    /// Bytes reserved now (0 without a cap, which counts nothing). A snapshot for error messages: Relaxed.
+    #[cfg_attr(not(all(feature = "io-uring", target_os = "linux")), allow(dead_code))]
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Relaxed)
+    }
+
     /// Reserves `bytes` if they fit under the cap. Relaxed is enough: the count guards nothing but itself (the
     /// mapping that follows is published through the chunk state or the buffer handle), and the
     /// compare-exchange decides on the latest value, so the cap holds under any interleaving. A waiter that

@@ -340,6 +340,10 @@ impl PoolBuilder {
     /// refilling or flushing, chunk growth, overflow) and by [`PagePool::trim_idle`](crate::PagePool::trim_idle),
     /// which a program with quiet spells calls from its own timer. `Duration::ZERO` is rejected
     /// ([`ConfigError::ZeroIdleTrim`](crate::ConfigError::ZeroIdleTrim)). Default: never.
+    ///
+    /// Registering the pool's buffers with io_uring (`PagePool::iovecs`, cargo feature `io-uring`) turns idle
+    /// trimming off for the rest of the pool's life: registered memory is never discarded (the kernel would keep
+    /// using the old pages). Each period's check then gives nothing back and logs a `debug` event saying so.
     pub fn idle_trim_after(mut self, after: std::time::Duration) -> Self {
         self.idle_trim_after = Some(after);
         self

@@ -47,6 +47,7 @@ mod depot;
 pub mod dio;
 mod error;
 mod freelist;
+mod gate;
 mod overflow;
 mod policy;
 mod pool;

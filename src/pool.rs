@@ -8,6 +8,7 @@ use crate::config::{Layout, PoolBuilder};
 use crate::depot::Depot;
 use crate::error::{AcquireError, ConfigError};
 use crate::freelist::FreeList;
+use crate::gate::DiscardGate;
 use crate::overflow::{Overflow, OverflowBuf};
 use crate::policy::MemPolicy;
 use crate::stats::{Counters, PoolStats};
@@ -22,6 +23,23 @@ use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
 use std::sync::Arc as StdArc;
 use std::time::{Duration, Instant};
+
+/// Why [`PagePool::map_all_chunks`] could not map every chunk.
+#[derive(Debug)]
+#[cfg_attr(not(all(feature = "io-uring", target_os = "linux")), allow(dead_code))]
+pub(crate) enum MapAllError {
+    /// The OS refused a chunk.
+    Os(std::io::Error),
+    /// `max_bytes` is below what all chunks together reserve (`needed`): nothing was mapped.
+    OverBudget { max_bytes: usize, needed: usize },
+    /// All chunks fit in `max_bytes`, but one did not fit now: `held` bytes of the budget were held by other
+    /// mappings (overflow buffers) when it was refused.
+    BudgetHeld {
+        max_bytes: usize,
+        needed: usize,
+        held: usize,
+    },
+}
 
 /// `Inner::state` bit set once the last `PagePool` handle is gone.
 const CLOSING: usize = 1;
@@ -155,6 +173,9 @@ pub(crate) struct Inner {
     pub(crate) waiters: Waiters,
     /// Slots a trim gave back but could not commit again: out of the freelist until a retry recommits them.
     uncommitted: Uncommitted,
+    /// Every discard of pooled memory (trim, idle trim) passes it; closed for good by io_uring registration
+    /// (`iovecs`), after which nothing discards the pool's memory (see `gate.rs`).
+    discard_gate: DiscardGate,
 }
 
 #[cfg(loom)]
@@ -483,7 +504,8 @@ impl Inner {
     }
 
     /// Gives the physical memory of up to `n` idle shared buffers back to the OS, longest idle first, and puts
-    /// them back in the freelist. Returns the bytes given back. Locked pools are never trimmed.
+    /// them back in the freelist. Returns the bytes given back. Locked pools are never trimmed, nor pools whose
+    /// memory is registered (the discard gate is closed; see `gate.rs`).
     ///
     /// The buffers being trimmed are out of the freelist meanwhile (owned by this call, so nobody sees their
     /// memory change); an acquire that finds the shared pool empty in that window takes the overflow path.
@@ -500,6 +522,17 @@ impl Inner {
         if n == 0 {
             return 0;
         }
+        if self.discard_gate.is_closed() {
+            // Nothing changed: the state is as consistent as it was when we were called.
+            tracing::debug!(
+                target: "pagepool",
+                why,
+                idle = n,
+                "trim gave nothing back: trimming is disabled by io_uring registration (iovecs), because \
+                 registered memory is never discarded"
+            );
+            return 0;
+        }
         // Magazines in the depot count as idle too: move them to the freelist's tail, behind older slots.
         if let Some(d) = &self.depot {
             let mut mag = Vec::new();
@@ -514,7 +547,8 @@ impl Inner {
         let mut failed = None;
         // Slots held out because their recommit failed, and the first such error.
         let (mut held_out, mut uncommitted) = (0, None);
-        while left > 0 && failed.is_none() {
+        let mut registered = false;
+        while left > 0 && failed.is_none() && !registered {
             let given = bytes;
             batch.clear();
             while batch.len() < left.min(256) {
@@ -527,37 +561,47 @@ impl Inner {
                 break;
             }
             left -= batch.len();
-            batch.sort_unstable();
-            // Runs of consecutive slots of one chunk are one range when nothing (no guard) lies between them.
-            let mut i = 0;
-            while i < batch.len() {
-                let start = i;
-                let first = batch[i];
-                let mut last = first;
-                while l.lead == 0
-                    && i + 1 < batch.len()
-                    && batch[i + 1] == last + 1
-                    && (batch[i + 1] >> l.chunk_shift) == (first >> l.chunk_shift)
-                {
-                    i += 1;
-                    last = batch[i];
-                }
-                i += 1;
-                let len = (last - first) as usize * l.stride + l.buf_size;
-                match crate::sys::discard(self.arena.slot_ptr(first), len) {
-                    Ok(()) => bytes += len,
-                    // Still committed and usable: back to the freelist with the rest of the batch.
-                    Err(DiscardError::Kept(e)) => {
-                        failed = Some(e);
-                        break;
-                    }
-                    // Given back, but unusable until recommitted: held out, never pushed below.
-                    Err(DiscardError::Uncommitted(e)) => {
-                        bytes += len;
-                        self.uncommitted.hold(first..last + 1);
-                        batch[start..i].fill(HELD_OUT);
-                        held_out += i - start;
-                        uncommitted.get_or_insert(e);
+            // The pass covers the discards of this batch only: `iovecs` closing the gate waits for it, and it
+            // must not wait for the pushes and wakes below.
+            match self.discard_gate.enter() {
+                None => registered = true,
+                Some(_pass) => {
+                    batch.sort_unstable();
+                    // Runs of consecutive slots of one chunk are one range when nothing (no guard) lies between
+                    // them.
+                    let mut i = 0;
+                    while i < batch.len() {
+                        let start = i;
+                        let first = batch[i];
+                        let mut last = first;
+                        while l.lead == 0
+                            && i + 1 < batch.len()
+                            && batch[i + 1] == last + 1
+                            && (batch[i + 1] >> l.chunk_shift) == (first >> l.chunk_shift)
+                        {
+                            i += 1;
+                            last = batch[i];
+                        }
+                        i += 1;
+                        let len = (last - first) as usize * l.stride + l.buf_size;
+                        #[cfg(loom)]
+                        self.discard_gate.count_discard();
+                        match crate::sys::discard(self.arena.slot_ptr(first), len) {
+                            Ok(()) => bytes += len,
+                            // Still committed and usable: back to the freelist with the rest of the batch.
+                            Err(DiscardError::Kept(e)) => {
+                                failed = Some(e);
+                                break;
+                            }
+                            // Given back, but unusable until recommitted: held out, never pushed below.
+                            Err(DiscardError::Uncommitted(e)) => {
+                                bytes += len;
+                                self.uncommitted.hold(first..last + 1);
+                                batch[start..i].fill(HELD_OUT);
+                                held_out += i - start;
+                                uncommitted.get_or_insert(e);
+                            }
+                        }
                     }
                 }
             }
@@ -590,6 +634,15 @@ impl Inner {
         }
         if bytes > 0 {
             tracing::debug!(target: "pagepool", bytes, why, "trimmed idle pooled memory");
+        }
+        if registered {
+            tracing::debug!(
+                target: "pagepool",
+                why,
+                bytes,
+                "trim stopped: trimming is disabled by io_uring registration (iovecs), because registered \
+                 memory is never discarded"
+            );
         }
         bytes
     }
@@ -680,6 +733,7 @@ impl PagePool {
             waitable: b.overflow == OverflowPolicy::Wait,
             waiters: Waiters::new(),
             uncommitted: Uncommitted::new(),
+            discard_gate: DiscardGate::new(),
         });
         let pool = PagePool {
             handle: Arc::new(Handle {
@@ -1289,6 +1343,11 @@ impl PagePool {
     /// holds are briefly unavailable: an acquire that finds the shared pool empty meanwhile overflows.
     /// Overflow buffers need no trimming: they are unmapped when released.
     ///
+    /// Once the pool's buffers are registered with io_uring (`iovecs`, cargo feature `io-uring`), `trim` still
+    /// flushes the thread caches but gives no memory back: registered memory is never discarded, because the
+    /// kernel would keep using the old pages. It then returns 0 and logs a `debug` event (target `pagepool`)
+    /// saying that trimming is disabled by registration.
+    ///
     /// Use it after a burst, on short-lived worker threads, or before reading [`stats`](Self::stats) when an
     /// exact count of the shared freelist matters. [`idle_trim_after`](crate::PoolBuilder::idle_trim_after)
     /// does the same for memory idle longer than a period, without being asked.
@@ -1316,7 +1375,8 @@ impl PagePool {
     /// bytes given back (0 if no period ended, or without `idle_trim_after`).
     ///
     /// The pool makes this check itself on its slow paths; call this from a timer of your own when the pool
-    /// may go quiet (no thread of the pool's own does).
+    /// may go quiet (no thread of the pool's own does). Like [`trim`](Self::trim), it gives nothing back once
+    /// the pool is registered with io_uring (`iovecs`).
     ///
     /// # Examples
     /// ```
@@ -1402,24 +1462,70 @@ impl PagePool {
     }
 
     /// Maps every chunk not mapped yet (faulting its pages in, as `prealloc` does at build) and puts its slots on
-    /// the freelist; returns once every chunk is mapped. For `iovecs` (`uring.rs`).
+    /// the freelist; returns once every chunk is mapped, or with the reason it cannot be. Never spins on a chunk
+    /// the budget refuses: `max_bytes` below the whole capacity is refused before anything is mapped, and a
+    /// chunk refused because overflow buffers hold part of the budget ends the call. For `iovecs` (`uring.rs`).
     #[cfg_attr(not(all(feature = "io-uring", target_os = "linux")), allow(dead_code))]
-    pub(crate) fn map_all_chunks(&self) -> std::io::Result<()> {
+    pub(crate) fn map_all_chunks(&self) -> Result<(), MapAllError> {
         let inner = self.inner();
+        let l = inner.arena.layout();
+        // Cannot overflow: `layout` checked that the whole capacity with its slack fits in `isize::MAX`.
+        let needed: usize = (0..l.chunks).map(|k| l.chunk_reserved(k)).sum();
+        if let Some(max_bytes) = inner.budget.max() {
+            if needed > max_bytes {
+                return Err(MapAllError::OverBudget { max_bytes, needed });
+            }
+        }
         loop {
-            match inner.arena.grow(true, &inner.mem, &inner.budget)? {
-                Grow::Grew(range) => {
+            match inner.arena.grow(true, &inner.mem, &inner.budget) {
+                Ok(Grow::Grew(range)) => {
                     range.clone().for_each(|i| inner.free.push(i));
                     inner.arena.grew_event(&range);
                     inner.mem.emit_deferred();
                 }
                 // Full means every chunk is MAPPED; the Acquire loads make their bases visible here.
-                Grow::Full if inner.arena.all_mapped() => return Ok(()),
-                Grow::Full => crate::sync::yield_now(),
-                // Another thread is mapping the last chunk: wait for its system call.
-                Grow::Busy => crate::sync::yield_now(),
+                Ok(Grow::Full) if inner.arena.all_mapped() => return Ok(()),
+                // A chunk did not fit in the budget. All chunks together fit (checked above), so other
+                // mappings hold part of it: overflow buffers, which come back only when their holders drop them.
+                Ok(Grow::Full) => {
+                    let held = inner
+                        .budget
+                        .used()
+                        .saturating_sub(inner.arena.mapped_bytes());
+                    return Err(MapAllError::BudgetHeld {
+                        max_bytes: inner.budget.max().unwrap_or(usize::MAX),
+                        needed,
+                        held,
+                    });
+                }
+                // Another thread is mapping a chunk: wait for its system call (it ends in MAPPED, or EMPTY
+                // again, which we then claim ourselves).
+                Ok(Grow::Busy) => crate::sync::yield_now(),
+                Err(source) => {
+                    if inner.waitable {
+                        // The chunk's budget came back.
+                        inner.after_release();
+                    }
+                    return Err(MapAllError::Os(source));
+                }
             }
         }
+    }
+
+    /// Closes the pool's discard gate for good (io_uring registration: `iovecs`): returns once no trim is
+    /// discarding pooled memory, and no trim discards any afterwards (see `gate.rs`).
+    #[cfg_attr(
+        not(any(all(feature = "io-uring", target_os = "linux"), all(loom, test))),
+        allow(dead_code)
+    )]
+    pub(crate) fn close_discard_gate(&self) {
+        self.inner().discard_gate.close();
+    }
+
+    /// Discards started so far (a loom-visible count, for the discard-gate model).
+    #[cfg(all(loom, test))]
+    pub(crate) fn discards(&self) -> usize {
+        self.inner().discard_gate.discards()
     }
 
     /// Address of pooled slot `slot`, whose chunk must be mapped. For `iovecs` (`uring.rs`).

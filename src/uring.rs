@@ -3,6 +3,7 @@
 //!
 //! The registration recipe is in the docs of [`PagePool::iovecs`].
 
+use crate::pool::MapAllError;
 use crate::{AlignedBuf, PagePool};
 use std::io;
 
@@ -41,6 +42,29 @@ pub enum RegisterError {
         /// The pool's size classes.
         classes: Vec<usize>,
     },
+    /// [`max_bytes`](crate::PoolBuilder::max_bytes) is below what the pool's full capacity reserves:
+    /// registration maps every chunk, so it cannot succeed with this budget. Refused before mapping anything.
+    #[error("max_bytes is {max_bytes} bytes, but registering maps the pool's whole capacity ({capacity} buffers), whose chunks reserve {needed} bytes: raise max_bytes to at least {needed}, or lower capacity")]
+    OverBudget {
+        /// The pool's `max_bytes`.
+        max_bytes: usize,
+        /// Bytes every chunk of the pool reserves together (the smallest `max_bytes` that can register it).
+        needed: usize,
+        /// The pool's capacity.
+        capacity: usize,
+    },
+    /// The whole capacity fits in [`max_bytes`](crate::PoolBuilder::max_bytes), but overflow buffers out now
+    /// hold part of the budget, so a chunk could not be mapped. The chunks mapped so far stay mapped; call
+    /// again once those overflow buffers are dropped.
+    #[error("max_bytes ({max_bytes} bytes) holds the pool's chunks ({needed} bytes), but overflow buffers out now hold {held} bytes of it, so a chunk could not be mapped: drop them and call iovecs again, or raise max_bytes by {held}")]
+    BudgetHeld {
+        /// The pool's `max_bytes`.
+        max_bytes: usize,
+        /// Bytes every chunk of the pool reserves together.
+        needed: usize,
+        /// Bytes of the budget held by other mappings (overflow buffers) when the chunk was refused.
+        held: usize,
+    },
     /// The OS refused to map a chunk of the pool.
     #[error("the OS refused to map the pool's memory for registration ({bytes} bytes of buffers): {source}")]
     Os {
@@ -57,14 +81,15 @@ impl PagePool {
     /// whose [`AlignedBuf::index`] is `i`. Pass them to `io_uring::Submitter::register_buffers`.
     ///
     /// Maps (and faults in) every chunk not mapped yet, as [`prealloc`](crate::PoolBuilder::prealloc) does, so
-    /// the addresses are final. They stay valid until the pool and all of its buffers are gone: unregister the
-    /// buffers (or drop the ring) before dropping the pool. Overflow buffers are not in the list (they come and
-    /// go); their [`index`](AlignedBuf::index) is `None`. Calling it again returns the same list.
+    /// the addresses are final, and turns trimming off for good (see below). They stay valid until the pool and
+    /// all of its buffers are gone: unregister the buffers (or drop the ring) before dropping the pool. Overflow
+    /// buffers are not in the list (they come and go); their [`index`](AlignedBuf::index) is `None`. Calling it
+    /// again returns the same list.
     ///
     /// # Registering with io_uring
     /// The kernel pins registered buffers and `READ_FIXED` / `WRITE_FIXED` name one by its index (a `u16`) instead
     /// of pinning the pages on every request. Pool memory never moves and is never unmapped while the pool or any
-    /// of its buffers lives, so it can be registered once:
+    /// of its buffers lives, and once registered it is never discarded, so it can be registered once:
     ///
     /// ```no_run
     /// # // Needs the io-uring crate (a dev-dependency here) and a kernel that permits io_uring.
@@ -84,6 +109,19 @@ impl PagePool {
     /// # Ok(()) }
     /// ```
     ///
+    /// # Registered memory is never discarded
+    /// Trimming would break a registration: `MADV_DONTNEED` gives the process fresh pages at the same addresses
+    /// while the kernel keeps using the pinned old ones, so `READ_FIXED` would land where the program no longer
+    /// looks and `WRITE_FIXED` would send stale bytes. So once `iovecs` has returned `Ok`, the pool never
+    /// discards its memory again, for the rest of its life: [`trim`](PagePool::trim),
+    /// [`trim_idle`](PagePool::trim_idle) and [`idle_trim_after`](crate::PoolBuilder::idle_trim_after) give
+    /// nothing back (they return 0 and log a `debug` event, target `pagepool`, saying that trimming is disabled
+    /// by registration), whether the idle buffers are in the shared pool or in a thread cache. A trim running
+    /// on another thread when `iovecs` is called finishes the batch it is discarding before `iovecs` returns,
+    /// and discards nothing after. There is no way to end this: the pool cannot know when the kernel lets go
+    /// of the pages (after `unregister_buffers` and the completion of every request that used them). A pool
+    /// that must give memory back between registrations is a pool of its own per registration.
+    ///
     /// Registered pages are pinned and, without `CAP_IPC_LOCK`, counted against `RLIMIT_MEMLOCK` (often 8 MiB):
     /// `register_buffers` fails with `ENOMEM` past it. [`PagePool::iovecs`] logs a `warn` (target `pagepool`) when
     /// the pool is larger than the limit.
@@ -92,7 +130,13 @@ impl PagePool {
     /// - [`RegisterError::TooManyBuffers`] if the capacity exceeds [`MAX_REGISTERED_BUFFERS`] (checked before
     ///   mapping anything).
     /// - [`RegisterError::SizeClasses`] for a pool with several size classes (indices are per class).
+    /// - [`RegisterError::OverBudget`] if [`max_bytes`](crate::PoolBuilder::max_bytes) is below what the whole
+    ///   capacity reserves (checked before mapping anything): registration maps every chunk.
+    /// - [`RegisterError::BudgetHeld`] if the capacity fits in `max_bytes` but overflow buffers out now hold
+    ///   the part a chunk needs; the chunks mapped so far stay mapped and a later call can succeed.
     /// - [`RegisterError::Os`] if the OS refuses to map a chunk; the pool stays usable.
+    ///
+    /// After an error nothing is registered and trimming still works.
     ///
     /// # Examples
     /// ```
@@ -118,11 +162,35 @@ impl PagePool {
                 max: MAX_REGISTERED_BUFFERS,
             });
         }
-        if let Err(source) = self.map_all_chunks() {
-            let bytes = capacity.saturating_mul(self.buf_size());
-            tracing::error!(target: "pagepool", error = %source, "mapping the pool for io_uring registration failed");
-            return Err(RegisterError::Os { bytes, source });
+        match self.map_all_chunks() {
+            Ok(()) => {}
+            Err(MapAllError::Os(source)) => {
+                let bytes = capacity.saturating_mul(self.buf_size());
+                tracing::error!(target: "pagepool", error = %source, "mapping the pool for io_uring registration failed");
+                return Err(RegisterError::Os { bytes, source });
+            }
+            Err(MapAllError::OverBudget { max_bytes, needed }) => {
+                return Err(RegisterError::OverBudget {
+                    max_bytes,
+                    needed,
+                    capacity,
+                })
+            }
+            Err(MapAllError::BudgetHeld {
+                max_bytes,
+                needed,
+                held,
+            }) => {
+                return Err(RegisterError::BudgetHeld {
+                    max_bytes,
+                    needed,
+                    held,
+                })
+            }
         }
+        // From here on no trim discards the pool's memory, and none that started earlier is still discarding:
+        // the addresses below stay backed by the pages the kernel will pin.
+        self.close_discard_gate();
         let len = self.buf_size();
         let iovecs: Vec<libc::iovec> = (0..capacity as u32)
             .map(|slot| libc::iovec {
@@ -255,5 +323,140 @@ mod tests {
             .iter()
             .zip(&again)
             .all(|(a, b)| a.iov_base == b.iov_base && a.iov_len == b.iov_len));
+    }
+
+    /// Fills `buf` with a pattern of its slot and `round`: non-zero in every byte.
+    fn stamp(buf: &mut AlignedBuf, round: u8) {
+        let v = (buf.index().unwrap() as u8 ^ round) | 1;
+        buf.fill(v);
+    }
+
+    /// Whether `buf` still holds what `stamp` wrote (a discarded buffer reads back as zeros).
+    fn stamped(buf: &AlignedBuf, round: u8) -> bool {
+        let v = (buf.index().unwrap() as u8 ^ round) | 1;
+        buf.iter().all(|&b| b == v)
+    }
+
+    /// Takes every pooled buffer it can get (a concurrent trim may hold some: those come as overflow buffers,
+    /// or not at all), stamps each and gives them back (to this thread's cache, the depot or the freelist).
+    /// Returns which slots it stamped.
+    fn stamp_all(pool: &PagePool, round: u8) -> Vec<bool> {
+        let mut all: Vec<_> = (0..pool.capacity())
+            .filter_map(|_| pool.acquire().ok())
+            .collect();
+        let mut done = vec![false; pool.capacity()];
+        for b in all.iter_mut().filter(|b| !b.is_overflow()) {
+            stamp(b, round);
+            done[b.index().unwrap() as usize] = true;
+        }
+        done
+    }
+
+    /// Takes every pooled buffer it can get and counts those stamped in `round` that lost their stamp.
+    fn lost_stamps(pool: &PagePool, round: u8, done: &[bool]) -> usize {
+        let all: Vec<_> = (0..pool.capacity())
+            .filter_map(|_| pool.acquire().ok())
+            .collect();
+        all.iter()
+            .filter(|b| !b.is_overflow() && done[b.index().unwrap() as usize] && !stamped(b, round))
+            .count()
+    }
+
+    #[test]
+    fn trim_keeps_the_contents_of_registered_buffers() {
+        // Without a ring (tests/uring.rs has the io_uring versions): a discarded buffer reads back as zeros, so
+        // a stamp that survives `trim` proves its pages were not replaced.
+        for cache in [0, 4] {
+            let pool = PagePool::builder()
+                .capacity(64)
+                .thread_cache(cache)
+                .build()
+                .unwrap();
+            let done = stamp_all(&pool, 1);
+            assert!(done.iter().all(|&d| d));
+            let iovecs = pool.iovecs().unwrap();
+            assert_eq!(iovecs.len(), 64);
+            // Buffers now rest in this thread's cache, in another thread's (flushed at its exit), in the depot
+            // and in the freelist.
+            std::thread::scope(|s| {
+                s.spawn(|| drop((0..8).map(|_| pool.acquire().unwrap()).collect::<Vec<_>>()));
+            });
+            let trimmed = pool.trim();
+            assert_eq!(lost_stamps(&pool, 1, &done), 0, "cache {cache}");
+            assert_eq!(trimmed, 0, "cache {cache}");
+            let s = pool.stats();
+            assert_eq!((s.trimmed_bytes, s.in_use), (0, 0), "cache {cache}: {s:?}");
+        }
+    }
+
+    #[test]
+    fn idle_trim_keeps_the_contents_of_registered_buffers() {
+        let period = std::time::Duration::from_millis(10);
+        let pool = PagePool::builder()
+            .capacity(64)
+            .thread_cache(0)
+            .idle_trim_after(period)
+            .build()
+            .unwrap();
+        pool.iovecs().unwrap();
+        let done = stamp_all(&pool, 2);
+        assert!(done.iter().all(|&d| d));
+        // Whole periods with every buffer idle, ended by `trim_idle` and by the pool's own slow path.
+        std::thread::sleep(period * 2);
+        let mut trimmed = pool.trim_idle();
+        std::thread::sleep(period * 2);
+        drop(pool.acquire().unwrap());
+        std::thread::sleep(period * 2);
+        trimmed += pool.trim_idle();
+        assert_eq!(lost_stamps(&pool, 2, &done), 0);
+        assert_eq!((trimmed, pool.stats().trimmed_bytes), (0, 0));
+    }
+
+    #[test]
+    fn trim_racing_iovecs_discards_nothing_once_iovecs_returns() {
+        // A thread trims in a loop while `iovecs` runs: whatever the interleaving, once `iovecs` has returned
+        // no buffer loses its contents (src/loom_tests.rs models the same race exhaustively).
+        let pool = PagePool::builder()
+            .capacity(256)
+            .thread_cache(8)
+            .overflow(crate::OverflowPolicy::Map)
+            .build()
+            .unwrap();
+        stamp_all(&pool, 0);
+        /// Stops the trimmer however the test ends, so a failed assertion cannot leave it spinning.
+        struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let trimmer = s.spawn(|| {
+                let mut rounds = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    pool.trim();
+                    rounds += 1;
+                }
+                rounds
+            });
+            let guard = Stop(&stop);
+            // Let the trimmer get going, then register while it trims.
+            let start = std::time::Instant::now();
+            while pool.stats().trimmed_bytes == 0 {
+                assert!(start.elapsed().as_secs() < 60, "the trimmer never trimmed");
+                std::thread::yield_now();
+            }
+            pool.iovecs().unwrap();
+            let mut lost = 0;
+            for round in 1..=20u8 {
+                let done = stamp_all(&pool, round);
+                std::thread::yield_now();
+                lost += lost_stamps(&pool, round, &done);
+            }
+            drop(guard);
+            assert!(trimmer.join().unwrap() > 0);
+            assert_eq!(lost, 0, "buffers discarded after iovecs returned");
+        });
     }
 }

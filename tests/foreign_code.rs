@@ -11,8 +11,7 @@ mod common;
 
 use pagepool::{AlignedBuf, OverflowPolicy, PagePool, PoolBuilder};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Once};
+use std::sync::Once;
 use std::time::Duration;
 
 /// The payload of every panic these tests cause on purpose.
@@ -336,9 +335,12 @@ fn every_event_panics() {
     let keep = keep(&pool);
     on_thread(|| {
         std::thread::scope(|s| {
+            // Joined explicitly: that waits for each thread's thread-local destructors (its cache's exit
+            // flush), which the end of a scope does not.
+            let mut workers = Vec::new();
             for t in 0..2 {
                 let pool = &pool;
-                s.spawn(move || {
+                workers.push(s.spawn(move || {
                     let mut held = Vec::new();
                     for i in 0..400 {
                         let (_, r) = panicking("", || match (i + t) % 7 {
@@ -356,8 +358,9 @@ fn every_event_panics() {
                     while let Some(b) = held.pop() {
                         let _ = panicking("", move || drop(b));
                     }
-                });
+                }));
             }
+            workers.into_iter().for_each(|w| w.join().unwrap());
         });
     });
     all_home(&pool);
@@ -368,6 +371,8 @@ fn every_event_panics() {
 mod wakers {
     use super::*;
     use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
     use std::task::{Context, Poll, Wake, Waker};
 
     struct PanickingWaker;
