@@ -83,7 +83,7 @@ impl Drop for Acquire<'_> {
                 self.pool.give_back(g);
                 // After the grant is passed on: a subscriber may panic (the future may be dropped while its
                 // thread unwinds).
-                crate::sync::foreign(
+                crate::sync::foreign_quiet(
                     || tracing::trace!(target: "pagepool", "cancelled waiter passes its grant on"),
                 );
             }

@@ -124,7 +124,7 @@ impl Entry {
     /// Moves the oldest `n` slots back to the pool and drops their references: whole magazines to the depot
     /// while it has room, the rest to the shared freelist one by one. A `Wait` pool's wake check is owed, not
     /// run: it goes to `owed` (with a reference that keeps the pool alive until then), and runs once the
-    /// caller's books balance and this thread's caches are no longer borrowed ([`Local::run_owed`]).
+    /// caller's books balance and this thread's caches are no longer borrowed ([`settle`]).
     fn flush(&mut self, n: usize, owed: &mut Vec<Ref>) {
         let n = n.min(self.slots.len());
         if n == 0 {
@@ -153,14 +153,16 @@ impl Entry {
         }
     }
 
-    /// Flushes everything, unregisters, and drops the entry's own reference (possibly freeing `Inner`).
+    /// Flushes everything, unregisters, and hands the entry's own reference to `owed`: dropping it may free
+    /// `Inner`, whose teardown emits an event (foreign code), so that happens only once the caller's books
+    /// balance and the caches are no longer borrowed ([`settle`]).
     fn close(mut self, owed: &mut Vec<Ref>) {
         self.flush(self.slots.len(), owed);
         self.inner().unregister_cache(&self.stats, self.hits);
         let inner = self.inner;
         drop(self);
-        // SAFETY: the entry's own reference, taken in `Local::entry`; nothing touches `inner` afterwards.
-        unsafe { Inner::release_refs(inner, 1) };
+        // SAFETY: the entry's own reference, taken in `Local::new_entry`, passed on; not used here again.
+        owed.push(unsafe { Ref::adopt(inner) });
     }
 }
 
@@ -171,7 +173,8 @@ struct Local {
     #[allow(clippy::vec_box)] // the boxes are the point: stable addresses
     entries: Vec<Box<Entry>>,
     epoch_seen: u64,
-    /// Wake checks owed by flushes of `Wait` pools, run when the borrow of the caches ends.
+    /// References owed a settling: wake checks of `Wait` pools' flushes, and closed entries' own references,
+    /// whose drop may free a pool. Run by [`settle`] once the caller's books balance.
     owed: Vec<Ref>,
 }
 
@@ -184,26 +187,18 @@ impl Local {
         }
     }
 
-    /// Runs owed wake checks (`Entry::flush`): each may wake a task, whose waker is foreign code. Every one
-    /// runs even if another panics, and each owed reference is given back either way; the first panic is
-    /// resumed at the end, or, with `quiet` (thread exit, where a panic would abort the process), dropped.
-    fn run_owed(owed: Vec<Ref>, quiet: bool) {
-        let mut first = None;
+    /// Settles owed references: runs the wake check of each `Wait` pool's flush (a waker is foreign code),
+    /// then gives the reference back (which may free a pool, whose teardown emits an event). Both kinds of
+    /// foreign code are quiet (`sync::foreign_quiet`), and each step runs under `catch_unwind` besides, so
+    /// every owed reference is given back.
+    fn run_owed(owed: Vec<Ref>) {
         for r in owed {
-            let check = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                r.inner().after_release();
-                // Dropping the reference may free the pool, whose teardown emits an event.
+            crate::sync::foreign_quiet(move || {
+                if r.inner().waitable {
+                    r.inner().after_release();
+                }
                 drop(r);
-            }));
-            if let Err(p) = check {
-                first.get_or_insert(p);
-            }
-        }
-        if let Some(p) = first {
-            // A buffer may be released while its thread unwinds: a second panic would abort.
-            if !quiet && !std::thread::panicking() {
-                std::panic::resume_unwind(p);
-            }
+            });
         }
     }
 
@@ -221,7 +216,6 @@ impl Local {
 
     #[cold]
     fn sweep_slow(&mut self, epoch: u64) {
-        self.epoch_seen = epoch;
         let mut i = 0;
         while i < self.entries.len() {
             let e = &mut *self.entries[i];
@@ -237,6 +231,8 @@ impl Local {
             }
             i += 1;
         }
+        // Honoured only once every entry was looked at.
+        self.epoch_seen = epoch;
     }
 
     /// The entry for `inner`, created (and registered) if this thread has none yet. `None` if the pool is
@@ -293,7 +289,7 @@ impl Drop for Local {
         for e in self.entries.drain(..) {
             (*e).close(&mut owed);
         }
-        Local::run_owed(owed, true);
+        Local::run_owed(owed);
     }
 }
 
@@ -366,16 +362,31 @@ fn borrow_local<R>(f: impl FnOnce(&mut Local) -> Option<R>) -> Option<R> {
             hot_off();
             let r = f(&mut l);
             hot_on(&mut l);
-            let owed = std::mem::take(&mut l.owed);
-            drop(l);
-            // Foreign code (a waker) runs only after the caches are consistent and no longer borrowed.
-            if !owed.is_empty() {
-                Local::run_owed(owed, false);
-            }
+            // What `f` owes (`Local::owed`) waits for the caller: it settles once its own books balance (a
+            // slot popped here is not in a buffer yet).
             r
         })
         .ok()
         .flatten()
+}
+
+/// Settles what this thread's cache operations owe (`Local::owed`: wake checks of `Wait` pools' flushes, and
+/// closed entries' references): the pool calls it once its own books balance, after the slot it took is in a
+/// buffer, or the buffer it released is home. Cheap when nothing is owed. Foreign code run here never panics out.
+pub(crate) fn settle() {
+    // A short borrow that calls nothing, so the hit paths' view (`HOT`) need not be taken down for it.
+    let owed = LOCAL
+        .try_with(|l| {
+            l.try_borrow_mut()
+                .ok()
+                .filter(|l| !l.owed.is_empty())
+                .map(|mut l| std::mem::take(&mut l.owed))
+        })
+        .ok()
+        .flatten();
+    if let Some(owed) = owed {
+        Local::run_owed(owed);
+    }
 }
 
 /// Runs `f` on this thread's caches after a sweep; `None` as for [`borrow_local`].

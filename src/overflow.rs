@@ -230,8 +230,8 @@ impl Overflow {
 
     /// The event of an unmapped overflow buffer of `bytes` reserved bytes.
     pub(crate) fn unmapped_event(bytes: usize) {
-        // A buffer may be dropped while its thread unwinds.
-        crate::sync::foreign(
+        // Reached from a buffer's drop (possibly in a thread-local destructor).
+        crate::sync::foreign_quiet(
             || tracing::debug!(target: "pagepool", bytes, "unmapped overflow buffer"),
         );
     }

@@ -105,6 +105,9 @@ impl Drop for Handle {
             // reference, and nobody can take one (that needs a handle or a buffer). We free exactly once.
             unsafe { Inner::free(self.inner) };
         }
+        // Our cache entry's reference (and whatever else this thread's caches owe) goes back now: this may be
+        // what frees the pool.
+        cache::settle();
     }
 }
 
@@ -258,8 +261,8 @@ impl Inner {
         drop(inner);
         // After the memory is gone: nothing of the pool is left for a panicking subscriber to strand.
         if chunks > 0 {
-            // The last buffer may be dropped while its thread unwinds.
-            crate::sync::foreign(
+            // Reached from drops (a buffer, a handle, a thread's exit flush in a thread-local destructor).
+            crate::sync::foreign_quiet(
                 || tracing::debug!(target: "pagepool", chunks, "unmapped pool chunks"),
             );
         }
@@ -348,7 +351,11 @@ impl Inner {
             unsafe { Inner::release_to_waiter(this, c.slot) };
             return;
         }
-        if inner.cache_size > 0 && cache::release(this, c) {
+        let cached = inner.cache_size > 0;
+        if cached && cache::release(this, c) {
+            // The slot is home in the cache: settle what the cache operation owes (a flush's wake check, a
+            // closed pool's entry).
+            cache::settle();
             return;
         }
         // SAFETY: the buffer's reference, passed on to the guard (released even if a waker panics below).
@@ -359,6 +366,11 @@ impl Inner {
             inner.after_release();
         }
         drop(r);
+        if cached {
+            // A cache operation that refused the slot (closing pool, a waiter seen after its sweep) may still
+            // have swept and owe something.
+            cache::settle();
+        }
     }
 
     /// `release` while someone waits: bypass the thread cache and hand the slot (with its reference) to the
@@ -813,6 +825,8 @@ impl PagePool {
             if let Some(c) = cache::acquire(self.handle.inner) {
                 return Ok(self.cached_buf(c));
             }
+            // Nothing cached: what the cache operation's sweep owes is settled before going on.
+            cache::settle();
         }
         self.acquire_slow()
     }
@@ -939,6 +953,7 @@ impl PagePool {
             if let Some(c) = cache::acquire(self.handle.inner) {
                 return Ok(Some(self.cached_buf(c)));
             }
+            cache::settle();
         }
         self.take_slow()
     }
@@ -1186,6 +1201,8 @@ impl PagePool {
     /// a trim's event or wake-up runs foreign code).
     fn cached_buf(&self, (c, refilled): (cache::Cached, bool)) -> AlignedBuf {
         let b = self.buf_at(c.slot, c.ptr);
+        // The slot is in a buffer: settle what the cache operation owes (its sweep's flushes and closes).
+        cache::settle();
         if refilled {
             self.inner().idle_tick();
         }
@@ -1367,6 +1384,7 @@ impl PagePool {
         let inner = self.inner();
         inner.request_trim();
         cache::flush_local(self.handle.inner);
+        cache::settle();
         inner.trim_shared(inner.shared_idle(), "trim")
     }
 

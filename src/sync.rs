@@ -50,15 +50,11 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ 
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs foreign code: a tracing event (the subscriber's code) or a waker. The pool calls it only once its books
-/// balance (docs/safety.md, "Foreign code"), so a panic may simply propagate, except while this thread is
-/// already unwinding (a buffer or future dropped during a panic): a second panic there would abort the
-/// process, so it is caught and dropped.
+/// Runs foreign code that a drop may reach (a buffer, a future, a pool handle, a thread-local destructor at
+/// thread exit) or a waker: its panic is caught and dropped. A panic escaping a thread-local destructor aborts
+/// the process whatever the caller does, and neither `std::thread::panicking` nor anything else tells such a
+/// destructor apart, so these calls never let a panic out (docs/safety.md, "Foreign code").
 #[inline]
-pub(crate) fn foreign(f: impl FnOnce()) {
-    if std::thread::panicking() {
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    } else {
-        f()
-    }
+pub(crate) fn foreign_quiet(f: impl FnOnce()) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
 }

@@ -48,11 +48,12 @@ pub(crate) enum Wake {
 }
 
 impl Wake {
-    /// Wakes the waiter. A task's waker is foreign code: see [`crate::sync::foreign`].
+    /// Wakes the waiter. A task's waker is foreign code, reached from buffer drops too: its panic is caught
+    /// and dropped ([`crate::sync::foreign_quiet`]), and the grant it was woken for is already recorded.
     fn wake(self) {
         match self {
             Wake::Thread(t) => t.unpark(),
-            Wake::Task(w) => crate::sync::foreign(|| w.wake()),
+            Wake::Task(w) => crate::sync::foreign_quiet(|| w.wake()),
         }
     }
 }
@@ -130,17 +131,32 @@ impl Waiters {
         if let Some(p) = l.granted.iter().position(|(g, _)| *g == id) {
             return Some(l.granted.swap_remove(p).1);
         }
-        let mut old = None;
-        if let Some(w) = waker {
-            if let Some(q) = l.queue.iter_mut().find(|q| q.id == id) {
-                if !matches!(&q.wake, Wake::Task(cur) if cur.will_wake(w)) {
-                    old = Some(std::mem::replace(&mut q.wake, Wake::Task(w.clone())));
-                }
-            }
-        }
+        let w = waker?;
+        // `will_wake` compares pointers; cloning and dropping a waker run foreign code (which may even release a
+        // buffer into this pool, whose hand-off takes this lock): both happen outside the lock.
+        let stale = l
+            .queue
+            .iter()
+            .any(|q| q.id == id && !matches!(&q.wake, Wake::Task(cur) if cur.will_wake(w)));
         drop(l);
-        // Dropped outside the lock: dropping a waker may run foreign code (even a release into this pool).
-        drop(old);
+        if !stale {
+            return None;
+        }
+        let new = w.clone();
+        let mut l = lock(&self.list);
+        if let Some(p) = l.granted.iter().position(|(g, _)| *g == id) {
+            let g = l.granted.swap_remove(p).1;
+            drop(l);
+            crate::sync::foreign_quiet(|| drop(new));
+            return Some(g);
+        }
+        let old = l
+            .queue
+            .iter_mut()
+            .find(|q| q.id == id)
+            .map(|q| std::mem::replace(&mut q.wake, Wake::Task(new)));
+        drop(l);
+        crate::sync::foreign_quiet(|| drop(old));
         None
     }
 
@@ -156,8 +172,8 @@ impl Waiters {
             // increment (`register`, `SeqCst`) is part of the handshake.
             self.count.fetch_sub(1, Relaxed);
             drop(l);
-            // Its waker is dropped outside the lock, as in `poll`.
-            drop(entry);
+            // Its waker is dropped outside the lock, as in `poll` (and may run in a drop: quietly).
+            crate::sync::foreign_quiet(|| drop(entry));
             return None;
         }
         let p = l.granted.iter().position(|(g, _)| *g == id)?;
@@ -181,11 +197,10 @@ impl Waiters {
     /// Serves queued waiters, front first, with whatever `take` finds available (called under the list lock,
     /// so `take` must not block or call the OS), until the queue or the supply runs out.
     ///
-    /// Each grant is recorded before its waiter is woken, outside the lock. A waker is foreign code: if one
-    /// panics, the others are still served and woken, and the first panic is resumed at the end (a panic in
-    /// the middle would leave what is available on the pool while later waiters wait on).
+    /// Each grant is recorded before its waiter is woken, outside the lock. A waker is foreign code: its panic
+    /// is caught and dropped in `Wake::wake`, so the others are still served and woken (a panic in the middle
+    /// would leave what is available on the pool while later waiters wait on).
     pub(crate) fn serve(&self, mut take: impl FnMut() -> Option<Grant>) {
-        let mut panic = None;
         loop {
             let mut l = lock(&self.list);
             let Some(q) = l.queue.pop_front() else {
@@ -199,13 +214,8 @@ impl Waiters {
             self.count.fetch_sub(1, Relaxed);
             l.granted.push((q.id, grant));
             drop(l);
-            let wake = q.wake;
-            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wake.wake())) {
-                panic.get_or_insert(p);
-            }
-        }
-        if let Some(p) = panic {
-            std::panic::resume_unwind(p);
+            // A waker's panic never escapes `wake` (it is caught there), so every served waiter is woken.
+            q.wake.wake();
         }
     }
 }

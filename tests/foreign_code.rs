@@ -92,11 +92,8 @@ impl tracing::Subscriber for Panicky {
 /// Runs `f` on this thread with the subscriber panicking on events containing `on`, catching the panic.
 /// Returns whether such an event panicked, and `f`'s value if it returned.
 fn panicking<R>(on: &'static str, f: impl FnOnce() -> R) -> (bool, Option<R>) {
-    quiet_hook();
-    static GLOBAL: Once = Once::new();
-    GLOBAL.call_once(|| tracing::subscriber::set_global_default(Panicky).unwrap());
     HITS.with(|h| h.set(0));
-    PANIC_ON.with(|p| p.set(Some(on)));
+    arm(on);
     let r = catch_unwind(AssertUnwindSafe(f));
     PANIC_ON.with(|p| p.set(None));
     if let Err(p) = &r {
@@ -107,6 +104,14 @@ fn panicking<R>(on: &'static str, f: impl FnOnce() -> R) -> (bool, Option<R>) {
         );
     }
     (HITS.with(|h| h.get()) > 0, r.ok())
+}
+
+/// Makes every later pagepool event on this thread whose message contains `on` panic (until the thread ends).
+fn arm(on: &'static str) {
+    quiet_hook();
+    static GLOBAL: Once = Once::new();
+    GLOBAL.call_once(|| tracing::subscriber::set_global_default(Panicky).unwrap());
+    PANIC_ON.with(|p| p.set(Some(on)));
 }
 
 /// Checks the end of a pool: `keep` (tagged, held throughout) stays mapped and readable after the handle is
@@ -294,6 +299,58 @@ fn poison_violation_event() {
 // The `BestEffort` locking warning (emitted in the middle of mapping a chunk before the fix) needs an mlock
 // failure, which root's CAP_IPC_LOCK prevents here: src/tests.rs injects one (`lock_shortfall_warning_panics`).
 
+/// Found by review: a sweep inside a release closed another (dropped) pool's entry and freed it there; the
+/// teardown event ran before the released slot reached the cache, losing it and its reference.
+#[test]
+fn teardown_event_in_a_sweep() {
+    let p1 = PagePool::builder()
+        .capacity(16)
+        .thread_cache(4)
+        .build()
+        .unwrap();
+    let keep1 = keep(&p1);
+    let b1 = p1.acquire().unwrap(); // an entry for p1 on this thread
+    let p2 = PagePool::builder()
+        .capacity(16)
+        .thread_cache(4)
+        .build()
+        .unwrap();
+    drop(p2.acquire().unwrap()); // an entry for p2 on this thread, with a reference
+                                 // p2's last handle goes on another thread: this thread's entry holds p2's last reference.
+    std::thread::spawn(move || drop(p2)).join().unwrap();
+    let (panicked, _) = panicking("unmapped pool chunks", move || drop(b1));
+    assert!(panicked, "the teardown did not run during the release");
+    all_home(&p1);
+    ends_clean(p1, keep1);
+}
+
+/// Found by review: a thread's exit flush freed a pool whose last reference was its cache entry, and the
+/// teardown event ran in the thread-local destructor: a panicking subscriber aborted the process.
+#[test]
+fn teardown_event_at_thread_exit() {
+    quiet_hook();
+    let pool = PagePool::builder()
+        .capacity(8)
+        .thread_cache(4)
+        .build()
+        .unwrap();
+    let p = pool.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        drop(p.acquire().unwrap()); // an entry with a reference on this thread
+        drop(p);
+        tx.send(()).unwrap();
+        wait.recv().unwrap();
+        // Every event on this thread panics from now on, including at exit.
+        arm("");
+    });
+    rx.recv().unwrap();
+    drop(pool); // the last handle: the other thread's cache entry now holds the last reference
+    go.send(()).unwrap();
+    t.join().unwrap();
+}
+
 fn waiting(capacity: usize, cache: usize) -> PoolBuilder {
     PagePool::builder()
         .capacity(capacity)
@@ -375,9 +432,13 @@ mod wakers {
     use std::sync::Arc;
     use std::task::{Context, Poll, Wake, Waker};
 
+    /// Wakes seen by every `PanickingWaker` (each then panics).
+    static PANICKING_WAKES: AtomicUsize = AtomicUsize::new(0);
+
     struct PanickingWaker;
     impl Wake for PanickingWaker {
         fn wake(self: Arc<Self>) {
+            PANICKING_WAKES.fetch_add(1, SeqCst);
             std::panic::panic_any(FOREIGN);
         }
     }
@@ -395,7 +456,8 @@ mod wakers {
     }
 
     /// A panicking waker woken by a cache flush (a trim request seen by the thread holding idle slots): the
-    /// flushed slots' references were never given back, and the waiters behind it were never served.
+    /// flushed slots' references were never given back, and the waiters behind it were never served. Now the
+    /// waker's panic is caught and dropped (it may run in a buffer's drop), and every waiter is served.
     #[test]
     fn flush_wakes_a_panicking_waker() {
         quiet_hook();
@@ -410,8 +472,11 @@ mod wakers {
                 drop(a); // into this thread's cache
                 tx.send(()).unwrap();
                 rx.recv().unwrap();
-                // The waiters registered meanwhile: the next operation flushes, and the wake-ups follow.
-                catch_unwind(AssertUnwindSafe(|| pool.trim())).is_err()
+                // The waiters registered meanwhile: the next operation flushes, and the wake-ups follow. The
+                // first waker's panic is caught inside the pool (a waker may run from a buffer's drop).
+                let before = PANICKING_WAKES.load(SeqCst);
+                pool.trim();
+                PANICKING_WAKES.load(SeqCst) > before
             });
             from_t.recv().unwrap();
             let panicky = Waker::from(Arc::new(PanickingWaker));
@@ -447,7 +512,9 @@ mod wakers {
         let panicky = Waker::from(Arc::new(PanickingWaker));
         let mut f = pool.acquire_async();
         assert!(poll(&mut f, &panicky).is_pending());
-        assert!(catch_unwind(AssertUnwindSafe(move || drop(held))).is_err());
+        let before = PANICKING_WAKES.load(SeqCst);
+        drop(held); // the hand-off wakes the panicking waker; its panic stays inside the pool
+        assert!(PANICKING_WAKES.load(SeqCst) > before);
         let Poll::Ready(b) = poll(&mut f, &Waker::noop().clone()) else {
             panic!("the grant was lost")
         };
@@ -506,5 +573,138 @@ mod wakers {
         drop(f);
         all_home(&pool);
         ends_clean(pool, keep);
+    }
+
+    /// Found by review: the wake check a sweep's flush owed ran before `cache::acquire`'s slot was wrapped, so
+    /// a panicking waker lost that slot (of another pool) and its reference.
+    #[test]
+    fn owed_wake_during_an_acquire_of_another_pool() {
+        quiet_hook();
+        let p1 = PagePool::builder()
+            .capacity(16)
+            .thread_cache(4)
+            .build()
+            .unwrap();
+        let keep1 = keep(&p1);
+        drop(p1.acquire().unwrap()); // one idle slot in this thread's cache for p1
+        let p2 = waiting(2, 2).build().unwrap();
+        let keep2 = keep(&p2);
+        drop(p2.acquire().unwrap()); // p2's other slot idles in this thread's cache
+        let panicky = Waker::from(Arc::new(PanickingWaker));
+        let mut f = std::thread::scope(|s| {
+            s.spawn(|| {
+                // The first waiter, on another thread: it asks every cache to flush.
+                let mut f = p2.acquire_async();
+                assert!(poll(&mut f, &panicky).is_pending());
+                f
+            })
+            .join()
+            .unwrap()
+        });
+        // This acquire sweeps (flushing p2, which owes a wake-up) and pops p1's cached slot.
+        let before = PANICKING_WAKES.load(SeqCst);
+        let b = p1.acquire().unwrap();
+        assert!(
+            PANICKING_WAKES.load(SeqCst) > before,
+            "the flush woke nobody"
+        );
+        drop(b);
+        let Poll::Ready(b) = poll(&mut f, &Waker::noop().clone()) else {
+            panic!("the waiter has no grant")
+        };
+        drop(b.unwrap());
+        drop(f);
+        all_home(&p1);
+        ends_clean(p2, keep2);
+        ends_clean(p1, keep1);
+    }
+
+    /// The same within one size-class pool: the waiter waits on the default class, and an acquire of the other
+    /// class sweeps.
+    #[test]
+    fn owed_wake_across_size_classes() {
+        quiet_hook();
+        let pool = PagePool::builder()
+            .size_class_ladder(4096, 8192)
+            .buf_size(8192)
+            .capacity(2)
+            .thread_cache(2)
+            .max_overflow(0)
+            .overflow(OverflowPolicy::Wait)
+            .build()
+            .unwrap();
+        let mut keep_small = pool.acquire_len(4096).unwrap();
+        keep_small.fill(0x5a);
+        common::tag(&keep_small);
+        drop(pool.acquire_len(4096).unwrap()); // small class: one idle slot cached here
+        let keep_big = keep(&pool);
+        drop(pool.acquire().unwrap()); // default class: one idle slot cached here
+        let panicky = Waker::from(Arc::new(PanickingWaker));
+        let mut f = std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut f = pool.acquire_async();
+                assert!(poll(&mut f, &panicky).is_pending());
+                f
+            })
+            .join()
+            .unwrap()
+        });
+        drop(pool.acquire_len(4096).unwrap());
+        let Poll::Ready(b) = poll(&mut f, &Waker::noop().clone()) else {
+            panic!("the waiter has no grant")
+        };
+        drop(b.unwrap());
+        drop(f);
+        pool.trim();
+        let s = pool.stats();
+        assert_eq!(s.in_use, 2, "{s:?}");
+        let small = keep_small.as_ptr() as usize;
+        drop(pool);
+        drop(keep_big);
+        drop(keep_small);
+        #[cfg(target_os = "linux")]
+        assert_eq!(
+            common::tagged_mapping_of(small),
+            None,
+            "the small class leaked a reference"
+        );
+        let _ = small;
+    }
+
+    /// Found by review: `Waiters::poll` cloned a new waker under the waiter list lock; a clone that releases a
+    /// buffer of the same pool (whose hand-off takes that lock) deadlocked.
+    #[test]
+    fn waker_clone_that_releases_into_the_pool() {
+        use std::sync::Mutex;
+        use std::task::{RawWaker, RawWakerVTable};
+        static HELD: Mutex<Option<AlignedBuf>> = Mutex::new(None);
+        fn clone(_: *const ()) -> RawWaker {
+            drop(HELD.lock().unwrap().take()); // a release into the pool while a waiter is queued
+            RawWaker::new(std::ptr::null(), &VTABLE)
+        }
+        fn noop(_: *const ()) {}
+        static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, noop, noop, noop);
+        let pool = waiting(1, 0).build().unwrap();
+        *HELD.lock().unwrap() = Some(pool.acquire().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = pool.clone();
+        std::thread::spawn(move || {
+            let mut f = p.acquire_async();
+            assert!(poll(&mut f, &Waker::noop().clone()).is_pending());
+            // SAFETY: every function of the vtable ignores the data pointer; `noop` does nothing, `clone` makes
+            // another waker with the same vtable.
+            let w = unsafe { Waker::from_raw(RawWaker::new(std::ptr::null(), &VTABLE)) };
+            let got = poll(&mut f, &w); // another waker: cloned, and the clone releases the held buffer
+            let served = match got {
+                Poll::Ready(b) => b.is_ok(),
+                Poll::Pending => matches!(poll(&mut f, &Waker::noop().clone()), Poll::Ready(Ok(_))),
+            };
+            tx.send(served).unwrap();
+        });
+        assert_eq!(
+            rx.recv_timeout(common::WATCHDOG),
+            Ok(true),
+            "deadlock, or the released buffer never reached the waiter"
+        );
     }
 }
