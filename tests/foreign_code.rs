@@ -11,8 +11,7 @@ mod common;
 
 use pagepool::{AlignedBuf, OverflowPolicy, PagePool, PoolBuilder};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Once};
+use std::sync::Once;
 use std::time::Duration;
 
 /// The payload of every panic these tests cause on purpose.
@@ -368,6 +367,8 @@ fn every_event_panics() {
 mod wakers {
     use super::*;
     use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
     use std::task::{Context, Poll, Wake, Waker};
 
     struct PanickingWaker;
