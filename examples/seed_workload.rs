@@ -83,8 +83,8 @@
 //! under 0.75 of the floor), 0 overflow maps. Verdicts use the medians; they are reported, never gated on.
 //! `--csv` writes one row per leg run. The ring defaults to 1,024 slots in the sweep (`--ring` sets it): the
 //! default workload's 100,000 slots (about 14 MiB of small objects per thread, far more than the caches hold)
-//! make every small object a cache miss, which then takes much of every leg's time (docs/benchmarks.md, "Batch
-//! sweep") and hides the allocators' differences.
+//! take more than half of the floor's time (docs/benchmarks.md, "Batch sweep") and hide the allocators'
+//! differences.
 
 use pagepool::{AlignedBuf, OverflowPolicy, PagePool};
 #[cfg(unix)]
