@@ -92,8 +92,12 @@ impl Drop for Handle {
             // `inner` belongs to a class; each class pool closes itself when `classes` is dropped next.
             return;
         }
-        // A single-threaded program gets its memory back right here: flush our own cache first.
+        // A single-threaded program gets its memory back right here: flush our own cache first, and give back
+        // its entry's reference before the handles' one (so a thread whose sweep honours this close's epoch
+        // meets a count that its own entry's reference ends). Settling runs no foreign code that panics out,
+        // and cannot free Inner: the handles' reference is still held.
         cache::close_local(self.inner);
+        cache::settle();
         // SAFETY: the handles' reference is still held, so Inner is alive.
         let inner = unsafe { self.inner.as_ref() };
         // Drop the handles' reference and set CLOSING in one step: REF - CLOSING = 1.
@@ -105,9 +109,6 @@ impl Drop for Handle {
             // reference, and nobody can take one (that needs a handle or a buffer). We free exactly once.
             unsafe { Inner::free(self.inner) };
         }
-        // Our cache entry's reference (and whatever else this thread's caches owe) goes back now: this may be
-        // what frees the pool.
-        cache::settle();
     }
 }
 
