@@ -1201,9 +1201,12 @@ impl PagePool {
     /// Wraps a slot from `cache::acquire`; after a refill, runs the idle-trim clock (once the slot is wrapped:
     /// a trim's event or wake-up runs foreign code).
     fn cached_buf(&self, (c, refilled): (cache::Cached, bool)) -> AlignedBuf {
-        let b = self.buf_at(c.slot, c.ptr);
-        // The slot is in a buffer: settle what the cache operation owes (its sweep's flushes and closes).
-        cache::settle();
+        // Once the slot is in a buffer, settle what the cache operation owes (its sweep's flushes and closes):
+        // also if the poison check resumes a subscriber's panic (the guard's drop, after the buffer's).
+        let b = {
+            let _settle = Settle;
+            self.buf_at(c.slot, c.ptr)
+        };
         if refilled {
             self.inner().idle_tick();
         }
@@ -1615,6 +1618,15 @@ impl PoolBuilder {
     /// ```
     pub fn build(self) -> Result<PagePool, ConfigError> {
         PagePool::from_builder(&self)
+    }
+}
+
+/// Runs `cache::settle` when dropped, on unwind too.
+struct Settle;
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        cache::settle();
     }
 }
 

@@ -351,6 +351,82 @@ fn teardown_event_at_thread_exit() {
     t.join().unwrap();
 }
 
+/// A pool with poisoning whose most recently cached slot was written after its release: the next acquire's
+/// poison check emits "write after release".
+#[cfg(not(pagepool_asan))]
+fn poisoned_pool() -> PagePool {
+    let q = PagePool::builder()
+        .capacity(8)
+        .thread_cache(4)
+        .poison_on_release(true)
+        .overflow(OverflowPolicy::Fail)
+        .build()
+        .unwrap();
+    let b = q.acquire().unwrap();
+    let p = b.as_ptr() as *mut u8;
+    drop(b); // the top of this thread's cache for q
+             // SAFETY: a deliberate write after release: the slot stays mapped while q lives, and nothing holds it.
+    unsafe { p.write(1) };
+    q
+}
+
+/// Found by the second review: a poison check whose event panicked skipped the settling of what the acquire's
+/// sweep owed (here a closed pool's entry reference), and cache hits never settle: the closed pool stayed
+/// mapped.
+#[test]
+#[cfg(not(pagepool_asan))] // writes to a released buffer on purpose
+fn poison_event_after_a_sweep_still_settles() {
+    let r = PagePool::builder()
+        .capacity(4)
+        .thread_cache(2)
+        .build()
+        .unwrap();
+    let mut rb = r.acquire().unwrap();
+    rb.fill(0x5a);
+    common::tag(&rb);
+    let addr = rb.as_ptr() as usize;
+    drop(rb); // into this thread's cache for r: the entry holds a reference
+    let q = poisoned_pool();
+    std::thread::spawn(move || drop(r)).join().unwrap(); // r's last handle, elsewhere
+    #[cfg(target_os = "linux")]
+    assert!(common::tagged_mapping_of(addr).is_some());
+    let (panicked, got) = panicking("write after release", || q.acquire().unwrap());
+    assert!(panicked && got.is_none());
+    for _ in 0..10 {
+        drop(q.acquire().unwrap()); // cache hits only
+    }
+    #[cfg(target_os = "linux")]
+    assert_eq!(
+        common::tagged_mapping_of(addr),
+        None,
+        "a closed pool stayed mapped after this thread's sweep let go of it"
+    );
+    let _ = addr;
+}
+
+/// The same with a `Wait` pool's owed wake check: the waiter must be served although the acquire that swept
+/// panicked in its poison check.
+#[test]
+#[cfg(not(pagepool_asan))]
+fn poison_event_after_a_sweep_still_wakes() {
+    let p = waiting(2, 2).build().unwrap();
+    let keep_p = keep(&p);
+    drop(p.acquire().unwrap()); // p's other slot idles in this thread's cache
+    let q = poisoned_pool();
+    std::thread::scope(|s| {
+        let w = s.spawn(|| p.acquire_timeout(common::WATCHDOG).map(drop).is_ok());
+        common::until_waiting(&p, 1); // the first waiter asks every cache to flush
+        let (panicked, _) = panicking("write after release", || q.acquire().unwrap());
+        assert!(panicked);
+        for _ in 0..10 {
+            drop(q.acquire().unwrap());
+        }
+        assert!(w.join().unwrap(), "the waiter was not served");
+    });
+    all_home(&p);
+    ends_clean(p, keep_p);
+}
+
 fn waiting(capacity: usize, cache: usize) -> PoolBuilder {
     PagePool::builder()
         .capacity(capacity)
