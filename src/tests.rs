@@ -336,7 +336,8 @@ fn overflow_buffers_are_zeroed_before_unmap() {
 /// tests/foreign_code.rs).
 struct PanickingSubscriber(&'static str);
 
-struct Message(String);
+/// Reads an event's message (also for `tests/recommit.rs`).
+pub(super) struct Message(pub(super) String);
 
 impl tracing::field::Visit for Message {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {

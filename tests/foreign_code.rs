@@ -42,16 +42,6 @@ std::thread_local! {
     static HITS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-struct Message(String);
-
-impl tracing::field::Visit for Message {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.0 = format!("{value:?}");
-        }
-    }
-}
-
 impl tracing::Subscriber for Panicky {
     fn register_callsite(
         &self,
@@ -78,9 +68,7 @@ impl tracing::Subscriber for Panicky {
         let Some(on) = PANIC_ON.with(|p| p.get()) else {
             return;
         };
-        let mut m = Message(String::new());
-        event.record(&mut m);
-        if m.0.contains(on) {
+        if common::message(event).contains(on) {
             HITS.with(|h| h.set(h.get() + 1));
             std::panic::panic_any(FOREIGN);
         }

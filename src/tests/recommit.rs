@@ -265,16 +265,6 @@ struct BooksAtEvents {
     seen: std::sync::Mutex<Vec<(tracing::Level, String, crate::PoolStats)>>,
 }
 
-struct Message(String);
-
-impl tracing::field::Visit for Message {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.0 = format!("{value:?}");
-        }
-    }
-}
-
 impl tracing::Subscriber for BooksAtEvents {
     fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
         m.target() == "pagepool"
@@ -285,7 +275,7 @@ impl tracing::Subscriber for BooksAtEvents {
     fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
     fn event(&self, event: &tracing::Event<'_>) {
-        let mut m = Message(String::new());
+        let mut m = super::Message(String::new());
         event.record(&mut m);
         let s = self.pool.stats();
         self.seen

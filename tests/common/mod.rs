@@ -204,7 +204,15 @@ pub struct Recorder {
     pub events: Arc<Mutex<Vec<Event>>>,
 }
 
-struct MessageVisitor(String);
+/// Reads an event's message (`message(event)`).
+pub struct MessageVisitor(pub String);
+
+/// The message of a tracing event.
+pub fn message(event: &tracing::Event<'_>) -> String {
+    let mut v = MessageVisitor(String::new());
+    event.record(&mut v);
+    v.0
+}
 
 impl tracing::field::Visit for MessageVisitor {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
