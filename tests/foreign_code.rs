@@ -194,9 +194,9 @@ fn chunk_event() {
     ends_clean(pool, keep);
 }
 
-/// The overflow warning ran while its permit was held without a buffer: the permit was lost.
-#[test]
-fn overflow_started_warning() {
+/// A one-buffer pool (held as `keep` by the caller) with one overflow permit; the acquire of an overflow buffer
+/// panics on the event `on`. Checks the permit came back: one overflow buffer can still be had.
+fn overflow_event(on: &'static str) -> (PagePool, AlignedBuf) {
     let pool = PagePool::builder()
         .capacity(1)
         .max_overflow(1)
@@ -204,13 +204,19 @@ fn overflow_started_warning() {
         .build()
         .unwrap();
     let keep = keep(&pool);
-    let (panicked, got) = panicking("pool exhausted", || pool.acquire().unwrap());
+    let (panicked, got) = panicking(on, || pool.acquire().unwrap());
     assert!(panicked && got.is_none());
     assert_eq!(pool.stats().overflow_in_use, 0);
-    // The permit came back: one overflow buffer can still be had.
     let o = pool.acquire().unwrap();
     assert!(o.is_overflow());
     drop(o);
+    (pool, keep)
+}
+
+/// The overflow warning ran while its permit was held without a buffer: the permit was lost.
+#[test]
+fn overflow_started_warning() {
+    let (pool, keep) = overflow_event("pool exhausted");
     all_home(&pool);
     ends_clean(pool, keep);
 }
@@ -218,24 +224,12 @@ fn overflow_started_warning() {
 /// The map and unmap events of an overflow buffer.
 #[test]
 fn overflow_map_and_unmap_events() {
-    let pool = PagePool::builder()
-        .capacity(1)
-        .max_overflow(1)
-        .thread_cache(0)
-        .build()
-        .unwrap();
-    let keep = keep(&pool);
-    let (panicked, got) = panicking("mapped overflow buffer", || pool.acquire().unwrap());
-    assert!(panicked && got.is_none());
-    assert_eq!(pool.stats().overflow_in_use, 0);
+    let (pool, keep) = overflow_event("mapped overflow buffer");
     let o = pool.acquire().unwrap();
-    assert!(o.is_overflow());
     let (panicked, _) = panicking("unmapped overflow buffer", move || drop(o));
     assert!(panicked);
     assert_eq!(pool.stats().overflow_in_use, 0);
-    let o = pool.acquire().unwrap();
-    assert!(o.is_overflow());
-    drop(o);
+    drop(pool.acquire().unwrap());
     all_home(&pool);
     ends_clean(pool, keep);
 }
