@@ -403,7 +403,7 @@ impl Inner {
         // A reserved mapping beats a permit: no system call for the waiter. (No lock is held but the list's:
         // the reserve's own lock is always taken inside it, never the other way round.)
         if let Some(b) = self.overflow.reserve.take() {
-            return Some(Grant::Mapping(Box::new(b)));
+            return Some(Grant::Mapping(b));
         }
         // Under the list lock: a permit rolled back here needs no wake check, since any waiter that could
         // want it registers (under the same lock) after this serve and looks again.
@@ -453,7 +453,7 @@ impl Inner {
     ///
     /// # Safety
     /// As for [`Inner::release`].
-    pub(crate) unsafe fn release_overflow(this: NonNull<Inner>, b: OverflowBuf) {
+    pub(crate) unsafe fn release_overflow(this: NonNull<Inner>, b: Box<OverflowBuf>) {
         // SAFETY: the buffer's reference, passed on to the guard: released at the end, or if a waker or a
         // subscriber panics on the way.
         let r = unsafe { Ref::adopt(this) };
@@ -464,7 +464,7 @@ impl Inner {
     /// Takes back an overflow buffer's mapping with the permit and budget it holds (`scrubbed`: already scrubbed
     /// for the reserve): hands it to the front waiter or keeps it in the reserve when it is of the pool's size
     /// and the reserve is on, else unmaps it as without a reserve. Needs a caller that holds a reference.
-    fn return_mapping(&self, mut b: OverflowBuf, scrubbed: bool) {
+    fn return_mapping(&self, mut b: Box<OverflowBuf>, scrubbed: bool) {
         if !self.overflow.reserve.enabled()
             || b.buf_size != self.arena.layout().buf_size
             || self.is_closing()
@@ -482,9 +482,9 @@ impl Inner {
         if self.waitable && self.waiters.any() {
             // The grant carries the mapping, its permit and its budget; a waker that panics in `offer` does so
             // after the hand-off is recorded.
-            match self.waiters.offer(Grant::Mapping(Box::new(b))) {
+            match self.waiters.offer(Grant::Mapping(b)) {
                 Ok(()) => return,
-                Err(Grant::Mapping(m)) => b = *m,
+                Err(Grant::Mapping(m)) => b = m,
                 Err(_) => unreachable!("offer gives back the grant it was given"),
             }
         }
@@ -506,10 +506,11 @@ impl Inner {
 
     /// Unmaps an overflow buffer as without a reserve: its permit and budget go to a waiter or back to the pool,
     /// then the event.
-    fn unmap_overflow(&self, b: OverflowBuf, scrubbed: bool) {
+    #[allow(clippy::boxed_local)] // the buffer's box, opened here to unmap it
+    fn unmap_overflow(&self, b: Box<OverflowBuf>, scrubbed: bool) {
         let (budget, reserved) =
             self.overflow
-                .unmap_keep_permit(b, &self.counters, &self.mem, scrubbed);
+                .unmap_keep_permit(*b, &self.counters, &self.mem, scrubbed);
         self.give_back_permit(budget);
         // The mapping is gone and its permit passed on: the books balance.
         Overflow::unmapped_event(reserved);
@@ -518,7 +519,7 @@ impl Inner {
     /// Unmaps the reserved buffers idle longer than the decay at `now` (every one with `now == None`) and gives
     /// back their permits and budget, in batches of [`UNMAP_BATCH`] (no allocation that grows with the reserve).
     /// Returns the bytes unmapped. Needs a caller that holds a reference.
-    pub(crate) fn unmap_reserved(&self, now: Option<Instant>, why: &'static str) -> usize {
+    pub(crate) fn unmap_reserved(&self, now: Option<Duration>, why: &'static str) -> usize {
         if self.overflow.reserve.len() == 0 {
             return 0;
         }
@@ -538,7 +539,8 @@ impl Inner {
 
     /// Unmaps reserved buffers taken out of the reserve (`why`: "decay", "trim", "close", "evict"), then the
     /// event. Returns the bytes unmapped.
-    fn unmap_expired(&self, mut bufs: Vec<OverflowBuf>, why: &'static str) -> usize {
+    #[allow(clippy::vec_box)] // the reserve's entries keep their buffers' boxes (a reuse allocates nothing)
+    fn unmap_expired(&self, mut bufs: Vec<Box<OverflowBuf>>, why: &'static str) -> usize {
         if bufs.is_empty() {
             return 0;
         }
@@ -551,13 +553,14 @@ impl Inner {
     /// Unmaps (and empties) `bufs`, taken out of the reserve, and gives back their permits and budget all at
     /// once, then runs the wake check: no foreign code runs while any of them is out of the reserve with its
     /// permit still counted. Returns the bytes unmapped.
-    fn unmap_batch(&self, bufs: &mut Vec<OverflowBuf>, why: &'static str) -> usize {
+    #[allow(clippy::vec_box)] // see `unmap_expired`
+    fn unmap_batch(&self, bufs: &mut Vec<Box<OverflowBuf>>, why: &'static str) -> usize {
         let n = bufs.len();
         let (mut budget, mut bytes) = (0, 0);
         for b in bufs.drain(..) {
             let (bu, r) = self
                 .overflow
-                .unmap_keep_permit(b, &self.counters, &self.mem, true);
+                .unmap_keep_permit(*b, &self.counters, &self.mem, true);
             budget += bu;
             bytes += r;
         }
@@ -567,6 +570,7 @@ impl Inner {
         }
         self.overflow.return_permits(n);
         self.budget.give_back(budget);
+        self.overflow.reserve.unmapped(n);
         // The mappings are gone and their permits and bytes back: the books balance.
         if self.waitable {
             self.after_release();
@@ -601,7 +605,7 @@ impl Inner {
     #[inline]
     fn decay_tick(&self) {
         if self.overflow.reserve.len() != 0 {
-            self.unmap_reserved(Some(Instant::now()), "decay");
+            self.unmap_reserved(Some(crate::sys::coarse_clock()), "decay");
         }
     }
 }
@@ -873,8 +877,9 @@ impl PagePool {
     ///
     /// Served from the freelist when a pooled buffer is idle (one lock-free pop, no system call, no
     /// allocation); otherwise by mapping the next chunk of pooled memory if the pool has not reached its
-    /// capacity; otherwise by the overflow policy: [`OverflowPolicy::Map`] maps a buffer's pages directly
-    /// (unmapped again on drop), [`OverflowPolicy::Fail`] refuses.
+    /// capacity; otherwise by the overflow policy: [`OverflowPolicy::Map`] takes a buffer from the overflow
+    /// reserve or maps a buffer's pages directly (kept for reuse or unmapped on drop, see
+    /// [`overflow_decay`](crate::PoolBuilder::overflow_decay)), [`OverflowPolicy::Fail`] refuses.
     ///
     /// # Errors
     /// - [`AcquireError::Exhausted`] when every pooled buffer is out and the policy is `Fail`, or
@@ -978,9 +983,11 @@ impl PagePool {
         // A permit and the buffer's bytes of budget, both or neither (as `Inner::reserve_overflow`). Reserved
         // buffers (of the pool's size, never this one's) hold permits and budget of their own: while the pool
         // is at its limit, they are unmapped, longest idle first, to make room.
+        let mut mark = inner.overflow.reserve.unmapped_mark();
         let before = loop {
             let Some(before) = inner.overflow.take_permit() else {
-                if inner.evict_one() {
+                if inner.evict_one() || inner.overflow.reserve.settling(&mut mark) {
+                    crate::sync::yield_now();
                     continue;
                 }
                 return Err(self.exhausted());
@@ -993,9 +1000,10 @@ impl PagePool {
                 // Our brief hold of the permit may have hidden it from a waiter's look.
                 inner.after_release();
             }
-            if !inner.evict_one() {
+            if !inner.evict_one() && !inner.overflow.reserve.settling(&mut mark) {
                 return Err(self.exhausted());
             }
+            crate::sync::yield_now();
         };
         let b = self.map_overflow(bytes, reserve);
         // After the permit is in a buffer (or given back): the warning and the decay's event run foreign code.
@@ -1214,19 +1222,19 @@ impl PagePool {
                 inner.arena.layout().buf_size,
                 inner.overflow.reserve_bytes(),
             ),
-            Grant::Mapping(b) => Ok(self.reuse(*b)),
+            Grant::Mapping(b) => Ok(self.reuse(b)),
         }
     }
 
     /// Wraps a buffer taken from the reserve (or granted from it): counts the reuse, takes its reference, and
     /// runs the acquire-side scrub check (poison check, zeroing) once it is wrapped.
-    fn reuse(&self, b: OverflowBuf) -> AlignedBuf {
+    fn reuse(&self, b: Box<OverflowBuf>) -> AlignedBuf {
         let inner = self.inner();
         // Relaxed: an event counter, read only by `stats()` (see `stats.rs`).
         inner.counters.overflow_reuses.fetch_add(1, Relaxed);
         inner.add_refs(1);
         crate::sys::unpoison(b.ptr.as_ptr(), b.buf_size);
-        self.checked(AlignedBuf::overflow(self.handle.inner, b))
+        self.checked(AlignedBuf::overflow_boxed(self.handle.inner, b))
     }
 
     /// Maps an overflow buffer of `bytes` bytes for a permit and `reserve` bytes of budget the caller holds;
@@ -1266,7 +1274,7 @@ impl PagePool {
                 inner.give_back_permit(inner.overflow.reserve_bytes());
             }
             // Scrubbed when it was first released: back to the next waiter or the reserve.
-            Grant::Mapping(b) => self.inner().return_mapping(*b, true),
+            Grant::Mapping(b) => self.inner().return_mapping(b, true),
         }
     }
 
@@ -1433,20 +1441,31 @@ impl PagePool {
         if let Some(slot) = inner.free.pop() {
             return Ok(Some(self.pooled(slot)));
         }
-        // A buffer mapped earlier and kept in the reserve beats a fresh mapping.
-        if let Some(b) = inner.overflow.reserve.take() {
-            return Ok(Some(self.reuse(b)));
-        }
-        let before = match inner.reserve_overflow() {
-            Ok(before) => before,
-            Err(rolled_back) => {
-                if rolled_back && inner.waitable {
-                    // Found by loom (`waiter_races_overflow_release`): our brief hold of the permit can make a
-                    // registered waiter's look fail while the releaser's wake check finds no permit to hand.
-                    inner.after_release();
+        let mut mark = inner.overflow.reserve.unmapped_mark();
+        let before = loop {
+            // A buffer mapped earlier and kept in the reserve beats a fresh mapping.
+            if let Some(b) = inner.overflow.reserve.take() {
+                return Ok(Some(self.reuse(b)));
+            }
+            match inner.reserve_overflow() {
+                Ok(before) => break before,
+                Err(rolled_back) => {
+                    if rolled_back && inner.waitable {
+                        // Found by loom (`waiter_races_overflow_release`): our brief hold of the permit can make
+                        // a registered waiter's look fail while the releaser's wake check finds no permit.
+                        inner.after_release();
+                    }
+                    // The permits may have gone into the reserve since our look at it.
+                    if let Some(b) = inner.overflow.reserve.take_locked() {
+                        return Ok(Some(self.reuse(b)));
+                    }
+                    // Or be on their way back from reserved buffers being unmapped.
+                    if inner.overflow.reserve.settling(&mut mark) {
+                        crate::sync::yield_now();
+                        continue;
+                    }
+                    return Ok(None);
                 }
-                // The permits may have gone into the reserve since our look at it.
-                return Ok(inner.overflow.reserve.take().map(|b| self.reuse(b)));
             }
         };
         let b = self.grant_to_buf(Grant::Permit);
@@ -1472,7 +1491,8 @@ impl PagePool {
     /// Each `trim` first retries the commit of buffers held out earlier and returns those that succeed. Memory
     /// locked by [`lock_memory`](crate::PoolBuilder::lock_memory) is not given back. While `trim` works, the buffers it
     /// holds are briefly unavailable: an acquire that finds the shared pool empty meanwhile overflows.
-    /// Overflow buffers need no trimming: they are unmapped when released.
+    /// `trim` also empties the overflow reserve ([`overflow_decay`](crate::PoolBuilder::overflow_decay)): every
+    /// released overflow buffer kept mapped for reuse is unmapped, and its bytes count in the return value.
     ///
     /// Use it after a burst, on short-lived worker threads, or before reading [`stats`](Self::stats) when an
     /// exact count of the shared freelist matters. [`idle_trim_after`](crate::PoolBuilder::idle_trim_after)
@@ -1499,6 +1519,9 @@ impl PagePool {
     /// Runs the [`idle_trim_after`](crate::PoolBuilder::idle_trim_after) check now: if a trim period has ended,
     /// gives back the memory of the buffers that stayed idle in the shared pool through all of it. Returns the
     /// bytes given back (0 if no period ended, or without `idle_trim_after`).
+    ///
+    /// Also unmaps the overflow buffers that have waited in the overflow reserve for longer than the
+    /// [`overflow_decay`](crate::PoolBuilder::overflow_decay) (their bytes count in the return value).
     ///
     /// The pool makes this check itself on its slow paths; call this from a timer of your own when the pool
     /// may go quiet (no thread of the pool's own does).
@@ -1531,7 +1554,7 @@ impl PagePool {
                 .map_or(0, |n| inner.trim_shared(n, "idle")),
             None => 0,
         };
-        pooled + inner.unmap_reserved(Some(Instant::now()), "decay")
+        pooled + inner.unmap_reserved(Some(crate::sys::coarse_clock()), "decay")
     }
 
     /// A snapshot of the pool's counters and gauges. See [`PoolStats`] for when the fields add up.

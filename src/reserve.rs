@@ -9,17 +9,17 @@
 //! handle's drop empties the reserve first (`pool.rs`).
 //!
 //! Entries are kept in the order they came in: taken newest first (its pages are the likeliest to be warm),
-//! unmapped oldest first, so the front is always the longest idle. The list is behind a small spin lock on a
-//! `crate::sync` atomic, visible to both loom and ThreadSanitizer (std's `Mutex` is precompiled, so TSan cannot
-//! see it order anything); every critical section is a push or pop on a `VecDeque` and no system call or
-//! foreign code runs under it.
+//! unmapped oldest first, so the front is always the longest idle. The list is behind a `crate::sync::Mutex`
+//! (loom's under `--cfg loom`, so the models see it); every critical section is a push or pop on a `VecDeque`
+//! and no system call or foreign code runs under it. A spin lock on a `crate::sync` atomic, which TSan would
+//! see too, made the loom models spin for ever (a waiter re-reading a lock word loom keeps stale); std's
+//! `Mutex` is precompiled, so TSan sees only its uncontended path (docs/safety.md, "Running the checks").
 
 use crate::overflow::OverflowBuf;
-use crate::sync::{AtomicU8, AtomicUsize};
-use std::cell::UnsafeCell;
+use crate::sync::{lock, AtomicUsize, Mutex};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The most mappings one pool's reserve keeps, whatever `max_overflow` allows. A reserve of pool-sized buffers
 /// never holds more mappings than the most overflow buffers that were out at once (a mapping enters it only
@@ -30,9 +30,9 @@ pub(crate) const RESERVE_MAX: usize = 4096;
 
 #[derive(Debug)]
 struct Entry {
-    buf: OverflowBuf,
-    /// When the buffer came in.
-    since: Instant,
+    buf: Box<OverflowBuf>,
+    /// When the buffer came in (`sys::coarse_clock`).
+    since: Duration,
 }
 
 #[derive(Debug)]
@@ -41,19 +41,16 @@ pub(crate) struct Reserve {
     cap: usize,
     /// How long an entry may stay idle.
     decay: Duration,
-    /// The spin lock of `list`: 1 while held.
-    locked: AtomicU8,
-    list: UnsafeCell<VecDeque<Entry>>,
+    list: Mutex<VecDeque<Entry>>,
     /// Entries in `list`; written under the lock.
     len: AtomicUsize,
     /// Bytes the entries reserve from the OS (`Mapping::reserved`); written under the lock.
     bytes: AtomicUsize,
+    /// Entries taken out to be unmapped whose permits and budget are not back yet (see [`Self::settling`]).
+    unmapping: AtomicUsize,
+    /// Batches unmapped so far (see [`Self::settling`]).
+    unmapped: AtomicUsize,
 }
-
-// SAFETY: `list` is only reached through `with`, which holds `locked` (Acquire on taking it, Release on giving
-// it back), so accesses from different threads never overlap and are ordered. `OverflowBuf` is Send (it owns
-// its mapping outright, see `buf.rs`).
-unsafe impl Sync for Reserve {}
 
 impl Reserve {
     /// A reserve of at most `cap` entries idle at most `decay` each (`cap == 0` turns it off).
@@ -61,10 +58,11 @@ impl Reserve {
         Reserve {
             cap: if decay.is_zero() { 0 } else { cap },
             decay,
-            locked: AtomicU8::new(0),
-            list: UnsafeCell::new(VecDeque::new()),
+            list: Mutex::new(VecDeque::new()),
             len: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
+            unmapping: AtomicUsize::new(0),
+            unmapped: AtomicUsize::new(0),
         }
     }
 
@@ -80,46 +78,46 @@ impl Reserve {
     /// depend on it alone: the releaser that puts a mapping here runs the fenced wake check afterwards, and a
     /// waiter's second look comes after its own `SeqCst` fence, which orders this load after the store it must
     /// see (`wait.rs`).
+    ///
+    /// A reserve that is off answers 0 without a load: a pool with `overflow_decay(ZERO)` makes exactly the
+    /// atomic operations it made before the reserve existed (and so do its loom models).
     #[inline]
     pub(crate) fn len(&self) -> usize {
+        if !self.enabled() {
+            return 0;
+        }
         self.len.load(Relaxed)
     }
 
     /// Bytes the entries reserve from the OS. Relaxed: a gauge for `stats()`.
     pub(crate) fn bytes(&self) -> usize {
+        if !self.enabled() {
+            return 0;
+        }
         self.bytes.load(Relaxed)
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut VecDeque<Entry>) -> R) -> R {
-        // The failure ordering is Relaxed: a failed attempt reads nothing under the lock, it only retries.
-        while self
-            .locked
-            .compare_exchange_weak(0, 1, Acquire, Relaxed)
-            .is_err()
-        {
-            crate::sync::yield_now();
-        }
-        // SAFETY: we hold the lock, so no other reference to the list exists until we give it back below.
-        let list = unsafe { &mut *self.list.get() };
-        let r = f(list);
+        let mut list = lock(&self.list);
+        let r = f(&mut list);
         // Relaxed: under the lock, which orders the writers; readers outside it use them as gauges and hints
         // (see `len`).
         self.len.store(list.len(), Relaxed);
-        self.locked.store(0, Release);
         r
     }
 
     /// Keeps `buf` (already scrubbed by the caller), or gives it back when the reserve is full. Entries that
     /// have now been idle longer than the decay are moved to `expired`, for the caller to unmap once the lock
     /// is given back.
+    #[allow(clippy::vec_box)] // entries keep their buffers' boxes: a reuse allocates nothing
     pub(crate) fn put(
         &self,
-        buf: OverflowBuf,
-        expired: &mut Vec<OverflowBuf>,
-    ) -> Result<(), OverflowBuf> {
+        buf: Box<OverflowBuf>,
+        expired: &mut Vec<Box<OverflowBuf>>,
+    ) -> Result<(), Box<OverflowBuf>> {
         let reserved = buf.mapping.reserved();
         self.with(|list| {
-            let now = Instant::now();
+            let now = crate::sys::coarse_clock();
             self.pop_expired(list, Some(now), expired, usize::MAX);
             if list.len() >= self.cap {
                 return Err(buf);
@@ -131,9 +129,18 @@ impl Reserve {
         })
     }
 
-    /// The most recently reserved buffer, if any.
-    pub(crate) fn take(&self) -> Option<OverflowBuf> {
+    /// The most recently reserved buffer, if any (one relaxed load when the reserve looks empty).
+    pub(crate) fn take(&self) -> Option<Box<OverflowBuf>> {
         if self.len() == 0 {
+            return None;
+        }
+        self.take_locked()
+    }
+
+    /// [`take`](Self::take) without the relaxed first look: after a refused permit, whose holder may be a
+    /// buffer that just came in.
+    pub(crate) fn take_locked(&self) -> Option<Box<OverflowBuf>> {
+        if !self.enabled() {
             return None;
         }
         self.with(|list| {
@@ -145,7 +152,7 @@ impl Reserve {
     }
 
     /// The longest-idle buffer, if any (to unmap it for its permit and budget).
-    pub(crate) fn take_oldest(&self) -> Option<OverflowBuf> {
+    pub(crate) fn take_oldest(&self) -> Option<Box<OverflowBuf>> {
         if self.len() == 0 {
             return None;
         }
@@ -153,13 +160,61 @@ impl Reserve {
             let e = list.pop_front()?;
             // Relaxed: a gauge, changed under the lock.
             self.bytes.fetch_sub(e.buf.mapping.reserved(), Relaxed);
+            // Relaxed: under the lock, which publishes it to the next taker (see `settling`).
+            self.unmapping.fetch_add(1, Relaxed);
             Some(e.buf)
         })
     }
 
+    /// A mark to pass to [`settling`](Self::settling), read before looking at the reserve.
+    pub(crate) fn unmapped_mark(&self) -> usize {
+        if !self.enabled() {
+            return 0;
+        }
+        // Acquire: pairs with the `Release` increment in `unmapped`, after which the batch's permits are back.
+        self.unmapped.load(Acquire)
+    }
+
+    /// The caller gave back the permits and budget of `n` entries it took out to unmap.
+    pub(crate) fn unmapped(&self, n: usize) {
+        // Release, both: whoever reads the new values (`settling`) also sees the permits and bytes given back
+        // before them.
+        self.unmapped.fetch_add(1, Release);
+        self.unmapping.fetch_sub(n, Release);
+    }
+
+    /// Whether a refused permit or budget (after a look at the reserve that found it empty) may be held by
+    /// reserved buffers on their way out: entries taken out to be unmapped and not given back yet, or given back
+    /// since `mark`. The caller then yields and tries again, as an acquire waits for a chunk mapping in flight,
+    /// rather than report a spurious `Exhausted` (found by loom, `reserve_put_take_decay_race`). An entry taken
+    /// out before the caller's locked look at the list is counted in `unmapping` in the same critical section,
+    /// so the caller sees it here, or its decrement, which follows the `unmapped` increment.
+    ///
+    /// Read-modify-writes rather than loads: they read the latest values, so a caller looping on this sees the
+    /// unmapper's progress (a load may go on returning an older value; loom explores exactly that).
+    /// `mark` is updated to the latest count, so a caller that loops (with a mark from an older, possibly stale,
+    /// load) retries once more per batch unmapped, not for ever.
+    pub(crate) fn settling(&self, mark: &mut usize) -> bool {
+        if !self.enabled() {
+            return false;
+        }
+        // Acquire: see `unmapped`.
+        let unmapping = self.unmapping.fetch_add(0, Acquire);
+        let unmapped = self.unmapped.fetch_add(0, Acquire);
+        let moved = unmapped != *mark;
+        *mark = unmapped;
+        unmapping > 0 || moved
+    }
+
     /// Moves to `out` the entries idle longer than the decay at `now`, or every entry (`now == None`), until
     /// `out` holds `batch` buffers. An emptied list gives its memory back.
-    pub(crate) fn expire(&self, now: Option<Instant>, out: &mut Vec<OverflowBuf>, batch: usize) {
+    #[allow(clippy::vec_box)] // entries keep their buffers' boxes: a reuse allocates nothing
+    pub(crate) fn expire(
+        &self,
+        now: Option<Duration>,
+        out: &mut Vec<Box<OverflowBuf>>,
+        batch: usize,
+    ) {
         if self.len() == 0 {
             return;
         }
@@ -172,23 +227,26 @@ impl Reserve {
         });
     }
 
+    #[allow(clippy::vec_box)] // entries keep their buffers' boxes: a reuse allocates nothing
     fn pop_expired(
         &self,
         list: &mut VecDeque<Entry>,
-        now: Option<Instant>,
-        out: &mut Vec<OverflowBuf>,
+        now: Option<Duration>,
+        out: &mut Vec<Box<OverflowBuf>>,
         batch: usize,
     ) {
         while out.len() < batch {
             let Some(front) = list.front() else {
                 break;
             };
-            if now.is_some_and(|n| n.saturating_duration_since(front.since) <= self.decay) {
+            if now.is_some_and(|n| n.saturating_sub(front.since) <= self.decay) {
                 break;
             }
             let e = list.pop_front().expect("front exists");
             // Relaxed: a gauge, changed under the lock.
             self.bytes.fetch_sub(e.buf.mapping.reserved(), Relaxed);
+            // Relaxed: under the lock (see `settling`).
+            self.unmapping.fetch_add(1, Relaxed);
             out.push(e.buf);
         }
     }
@@ -198,7 +256,7 @@ impl Drop for Reserve {
     /// The pool's teardown: the entries' mappings are unmapped as they drop. Idle entries are ASan-poisoned
     /// (`pool.rs`); the shadow is cleaned first, so a later mapping at the same addresses starts clean.
     fn drop(&mut self) {
-        for e in self.list.get_mut().iter() {
+        for e in lock(&self.list).iter() {
             crate::sys::unpoison(e.buf.ptr.as_ptr(), e.buf.buf_size);
         }
     }

@@ -296,7 +296,7 @@ fuzz_target!(|data: &[u8]| {
                 check_stats(m);
             }
             8 => {
-                if let Some(h) = pools[p].handles.first() {
+                if let Some(h) = pools[p].handles.first().cloned() {
                     h.trim();
                     pools[p].reserved.clear();
                     let s = h.stats();
@@ -331,7 +331,7 @@ fuzz_target!(|data: &[u8]| {
     }
     for m in &mut pools {
         check_stats(m);
-        if let Some(h) = m.handles.first() {
+        if let Some(h) = m.handles.first().cloned() {
             let s = h.stats();
             assert_eq!((s.in_use, s.overflow_in_use), (0, 0), "{s:?}");
             h.trim();
