@@ -5,7 +5,8 @@
 //! 8 KiB buffer, and `<op>` is one of
 //! - single: `pool` (default per-thread cache), `pool-nocache` (`thread_cache(0)`), `floor`, `arrayqueue`,
 //!   `mutex-vec`, `memalign`, `std-aligned`, `jemalloc`, `mmap`, `pool-overflow` (capacity-1 pool whose buffer
-//!   is held, `OverflowPolicy::Map`);
+//!   is held, `OverflowPolicy::Map`, `overflow_decay(ZERO)`: a fresh mapping each time),
+//!   `pool-overflow-reserve` (the same with the default decay: the released mapping reused);
 //! - batch (acquire 1024, then release 1024; `n` must be a multiple of 1024): `batch-pool`, `batch-pool-nocache`,
 //!   `batch-floor`, `batch-arrayqueue`, `batch-mutex-vec`, `batch-memalign`, `batch-std-aligned`,
 //!   `batch-jemalloc`.
@@ -66,8 +67,15 @@ fn main() -> ExitCode {
         "std-aligned" => run_single(StdAligned, n),
         "jemalloc" => run_single(Jemalloc, n),
         "mmap" => run_single(Mmap, n),
+        // A fresh mapping per buffer (no overflow reserve), as before issue #15.
         "pool-overflow" => {
-            let (pool, held) = exhausted_pool();
+            let (pool, held) = exhausted_pool(std::time::Duration::ZERO);
+            run_single(pool, n);
+            drop(held);
+        }
+        // The released mapping reused from the overflow reserve (the default decay).
+        "pool-overflow-reserve" => {
+            let (pool, held) = exhausted_pool(pagepool::DEFAULT_OVERFLOW_DECAY);
             run_single(pool, n);
             drop(held);
         }

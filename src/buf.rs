@@ -11,7 +11,8 @@ use std::ptr::NonNull;
 ///
 /// It dereferences to `[u8]` of exactly the pool's `buf_size` bytes, starts on the pool's alignment (at least
 /// the page size), and is exclusively yours until dropped. A pooled buffer goes back to the freelist on drop
-/// (one lock-free push, no system call); an overflow buffer is unmapped on drop. The contents of a freshly
+/// (one lock-free push, no system call); an overflow buffer goes to the pool's overflow reserve or is unmapped
+/// on drop ([`overflow_decay`](crate::PoolBuilder::overflow_decay)). The contents of a freshly
 /// acquired buffer are unspecified (zero for memory fresh from the OS, the previous holder's bytes for a reused
 /// pooled buffer).
 ///
@@ -65,11 +66,17 @@ impl AlignedBuf {
     }
 
     pub(crate) fn overflow(pool: NonNull<Inner>, b: OverflowBuf) -> Self {
+        Self::overflow_boxed(pool, Box::new(b))
+    }
+
+    /// [`overflow`](Self::overflow) of a mapping already boxed (one from the overflow reserve: its box travels
+    /// with it, so a reuse allocates nothing).
+    pub(crate) fn overflow_boxed(pool: NonNull<Inner>, b: Box<OverflowBuf>) -> Self {
         AlignedBuf {
             ptr: b.ptr,
             len: b.buf_size,
             slot: u32::MAX,
-            mapping: ManuallyDrop::new(Some(Box::new(b))),
+            mapping: ManuallyDrop::new(Some(b)),
             pool,
         }
     }
@@ -175,10 +182,9 @@ impl Drop for AlignedBuf {
 /// The drop of an overflow buffer: `m` is its mapping, and the buffer owned one reference on `pool`.
 #[cold]
 #[inline(never)]
-#[allow(clippy::boxed_local)] // the box is what the buffer holds; it is opened here, off the hot path
 fn drop_overflow(pool: NonNull<Inner>, m: Box<OverflowBuf>) {
     // SAFETY: the dropped buffer owned this mapping and one reference on `pool`; it is never used again.
-    unsafe { Inner::release_overflow(pool, *m) }
+    unsafe { Inner::release_overflow(pool, m) }
 }
 
 /// The drop of a pooled buffer of a pool with a memory policy: scrub, then release.

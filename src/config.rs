@@ -87,7 +87,7 @@ pub enum HugePages {
 ///
 /// Defaults: `buf_size` = [`page_size()`](crate::page_size), `capacity` = 1024, `alignment` = page size,
 /// [`OverflowPolicy::Map`], `max_overflow` = unlimited, `max_bytes` = unlimited, `prealloc` = false,
-/// `thread_cache` = `min(64, capacity / 16)`.
+/// `thread_cache` = `min(64, capacity / 16)`, `overflow_decay` = [`DEFAULT_OVERFLOW_DECAY`] (1 s).
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until .build() is called"]
 pub struct PoolBuilder {
@@ -106,6 +106,7 @@ pub struct PoolBuilder {
     pub(crate) guard_pages: bool,
     pub(crate) huge_pages: HugePages,
     pub(crate) idle_trim_after: Option<std::time::Duration>,
+    pub(crate) overflow_decay: std::time::Duration,
     /// Whether `buf_size` was set explicitly (it then names the default size class).
     pub(crate) buf_size_set: bool,
     /// Buffer sizes of a multi-size pool, as given (validated at build).
@@ -121,6 +122,11 @@ pub struct PoolBuilder {
 
 /// The most size classes one pool accepts.
 pub const MAX_SIZE_CLASSES: usize = 32;
+
+/// The default [`PoolBuilder::overflow_decay`]: long enough that a workload overflowing in bursts of a few
+/// milliseconds to a few hundred reuses its overflow mappings, short enough that memory comes back within about
+/// a second of the demand dropping (measurements in docs/benchmarks.md, "Overflow reserve").
+pub const DEFAULT_OVERFLOW_DECAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The default thread cache holds at most this many slots.
 const DEFAULT_THREAD_CACHE: usize = 64;
@@ -143,6 +149,7 @@ impl Default for PoolBuilder {
             guard_pages: false,
             huge_pages: HugePages::Off,
             idle_trim_after: None,
+            overflow_decay: DEFAULT_OVERFLOW_DECAY,
             buf_size_set: false,
             size_classes: None,
             class_capacities: Vec::new(),
@@ -346,6 +353,57 @@ impl PoolBuilder {
     /// using the old pages). Each period's check then gives nothing back and logs a `debug` event saying so.
     pub fn idle_trim_after(mut self, after: std::time::Duration) -> Self {
         self.idle_trim_after = Some(after);
+        self
+    }
+
+    /// How long a released overflow buffer stays mapped for reuse. Default: [`DEFAULT_OVERFLOW_DECAY`] (1 s).
+    ///
+    /// Past its capacity (and within `max_overflow` and `max_bytes`) the pool maps a buffer of its own for each
+    /// acquire under [`OverflowPolicy::Map`] and [`OverflowPolicy::Wait`]. With a non-zero decay, such a buffer
+    /// of the pool's `buf_size` is not unmapped when it is dropped: it is scrubbed as a pooled buffer would be
+    /// ([`zero_on_release`](Self::zero_on_release), [`poison_on_release`](Self::poison_on_release)) and kept in
+    /// the pool's overflow reserve, and the next overflow acquire (or a waiter) takes it from there, newest
+    /// first, with no system call and no page faults. A reserved buffer keeps everything it held: its place
+    /// under `max_overflow`, its bytes of `max_bytes` and [`PoolStats::mapped_bytes`](crate::PoolStats), its
+    /// locked memory, its guard pages and advice. Buffers of other sizes (`acquire_len` above the largest
+    /// class) are unmapped at once, as before; with [`size_classes`](Self::size_classes) each class has a
+    /// reserve of its own.
+    ///
+    /// A reserved buffer idle for longer than `decay` is unmapped by the next slow path of the pool (an overflow
+    /// acquire or release, a thread cache refill, a shared-freelist acquire), by
+    /// [`PagePool::trim_idle`](crate::PagePool::trim_idle), or at once by [`PagePool::trim`](crate::PagePool::trim),
+    /// which empties the reserve; no thread of the pool's own runs. While the pool is at its limit, reserved
+    /// buffers are unmapped, longest idle first, to make room for a mapping of another size; dropping the last
+    /// pool handle unmaps them all. The reserve holds at most `min(max_overflow, 4096)` buffers, and never
+    /// more than the most overflow buffers that were out at once, so it uses no mappings
+    /// (`vm.max_map_count`) beyond the overflow path's own peak.
+    ///
+    /// `Duration::ZERO` turns the reserve off: every overflow buffer is unmapped when dropped.
+    /// [`PoolStats`](crate::PoolStats) reports `reserve_buffers`, `reserve_bytes`, `overflow_reuses` and
+    /// `decay_unmaps`; decay unmaps emit a `debug` event (target `pagepool`).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// let pool = pagepool::PagePool::builder()
+    ///     .capacity(1)
+    ///     .overflow_decay(Duration::from_secs(5))
+    ///     .build()
+    ///     .unwrap();
+    /// let pooled = pool.acquire().unwrap();
+    /// let over = pool.acquire().unwrap();
+    /// let addr = over.as_ptr();
+    /// drop(over); // kept mapped in the reserve
+    /// assert_eq!(pool.stats().reserve_buffers, 1);
+    /// let again = pool.acquire().unwrap(); // no mmap: the same mapping
+    /// assert_eq!((again.as_ptr(), pool.stats().overflow_reuses), (addr, 1));
+    /// drop(again);
+    /// pool.trim(); // empties the reserve
+    /// assert_eq!(pool.stats().reserve_buffers, 0);
+    /// # drop(pooled);
+    /// ```
+    pub fn overflow_decay(mut self, decay: std::time::Duration) -> Self {
+        self.overflow_decay = decay;
         self
     }
 

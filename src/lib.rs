@@ -51,6 +51,7 @@ mod gate;
 mod overflow;
 mod policy;
 mod pool;
+mod reserve;
 mod stats;
 mod sync;
 mod sys;
@@ -68,7 +69,8 @@ mod tests;
 pub use acquire::Acquire;
 pub use buf::AlignedBuf;
 pub use config::{
-    ForkPolicy, HugePages, LockPolicy, OverflowPolicy, PoolBuilder, MAX_CAPACITY, MAX_SIZE_CLASSES,
+    ForkPolicy, HugePages, LockPolicy, OverflowPolicy, PoolBuilder, DEFAULT_OVERFLOW_DECAY,
+    MAX_CAPACITY, MAX_SIZE_CLASSES,
 };
 pub use error::{AcquireError, ConfigError};
 pub use pool::PagePool;

@@ -15,11 +15,14 @@ use loom::sync::Arc;
 use loom::thread;
 use std::sync::atomic::Ordering::SeqCst;
 
+/// A pool without an overflow reserve (the models of the reserve build their own): overflow buffers are
+/// unmapped on drop, as these models expect.
 fn pool(capacity: usize, policy: OverflowPolicy) -> PagePool {
     PagePool::builder()
         .buf_size(crate::page_size())
         .capacity(capacity)
         .overflow(policy)
+        .overflow_decay(std::time::Duration::ZERO)
         .build()
         .unwrap()
 }
@@ -209,6 +212,7 @@ fn exhaustion_races_release_map() {
             .buf_size(crate::page_size())
             .capacity(1)
             .max_overflow(1)
+            .overflow_decay(std::time::Duration::ZERO)
             .build()
             .unwrap();
         let held = p.acquire().unwrap();
@@ -235,6 +239,7 @@ fn overflow_cap_is_exact() {
             .buf_size(crate::page_size())
             .capacity(1)
             .max_overflow(1)
+            .overflow_decay(std::time::Duration::ZERO)
             .build()
             .unwrap();
         let _held = p.acquire().unwrap();
@@ -498,6 +503,7 @@ fn waiter_races_overflow_release() {
             .max_overflow(1)
             .max_bytes(2 * crate::page_size())
             .overflow(OverflowPolicy::Wait)
+            .overflow_decay(std::time::Duration::ZERO)
             .build()
             .unwrap();
         let pooled = p.acquire().unwrap();
@@ -707,4 +713,134 @@ fn discard_gate_close_races_trim() {
         assert_eq!((s.idle, s.in_use), (1, 0), "{s:?}");
     });
     assert!(DISCARDED.load(SeqCst) && KEPT_OUT.load(SeqCst));
+}
+
+// ---- the overflow reserve -------------------------------------------------------------------------------
+// Loom has no time, and a model must make the same atomic operations when replayed, so no model depends on the
+// decay's clock: the decay is an hour, and `trim()` runs the same unmapping path (`Inner::unmap_reserved`)
+// for every entry instead of the expired ones.
+
+/// A pool with one pooled slot and an overflow reserve that only `trim()` empties.
+fn reserving_pool(max_overflow: usize, policy: OverflowPolicy) -> PagePool {
+    PagePool::builder()
+        .buf_size(crate::page_size())
+        .capacity(1)
+        .thread_cache(0)
+        .max_overflow(max_overflow)
+        .max_bytes((1 + max_overflow) * crate::page_size())
+        .overflow(policy)
+        .overflow_decay(FOREVER)
+        .build()
+        .unwrap()
+}
+
+/// Two threads each take an overflow buffer (a fresh mapping, or the other's from the reserve), write and check
+/// it, and release it into the reserve; the main thread empties the reserve meanwhile (the decay's unmapping
+/// path). No mapping is ever held twice, neither thread is refused (a permit held by a buffer on its way out of
+/// the reserve is waited for, not reported as `Exhausted`), permits and budget never exceed `max_overflow(2)`
+/// and `max_bytes`, and the books balance at the end: every mapping is out, reserved or unmapped.
+#[test]
+fn reserve_put_take_decay_race() {
+    loom::model(|| {
+        let p = reserving_pool(2, OverflowPolicy::Map);
+        let pooled = p.acquire().unwrap();
+        let threads: Vec<_> = (1..=2u8)
+            .map(|t| {
+                let p = p.clone();
+                thread::spawn(move || {
+                    let mut b = p.acquire().expect("two permits, two threads");
+                    assert!(b.is_overflow());
+                    b.fill(t);
+                    thread::yield_now();
+                    assert!(
+                        b.iter().all(|&x| x == t),
+                        "mapping shared with another holder"
+                    );
+                })
+            })
+            .collect();
+        p.trim();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let s = p.stats();
+        assert_eq!(s.overflow_in_use, 0, "{s:?}");
+        assert!(s.reserve_buffers <= 2, "{s:?}");
+        assert_eq!(
+            s.overflow_maps,
+            s.overflow_unmaps + s.reserve_buffers as u64,
+            "{s:?}"
+        );
+        assert_eq!(s.overflow_maps + s.overflow_reuses, 2, "{s:?}");
+        assert_eq!(
+            s.mapped_bytes,
+            crate::page_size() * (1 + s.reserve_buffers),
+            "{s:?}"
+        );
+        p.trim();
+        let s = p.stats();
+        assert_eq!(
+            (s.reserve_buffers, s.overflow_maps),
+            (0, s.overflow_unmaps),
+            "{s:?}"
+        );
+        // Both permits and their budget are back.
+        let again = (p.acquire().unwrap(), p.acquire().unwrap());
+        assert!(again.0.is_overflow() && again.1.is_overflow());
+        drop((again, pooled));
+    });
+}
+
+/// A waiter at `max_overflow(1)` races the release of the only overflow buffer and a `trim()` right after it
+/// on another thread: the released mapping is handed to the waiter, or reaches it through the reserve (the
+/// waiter's second look, or the releaser's wake check serving it), or is unmapped by the trim, whose permit
+/// then goes to the waiter. Whichever, the waiter is woken (a lost wake-up is a deadlock loom reports) and the
+/// books balance.
+#[test]
+fn reserve_waiter_races_release_and_trim() {
+    loom::model(|| {
+        let p = reserving_pool(1, OverflowPolicy::Wait);
+        let pooled = p.acquire().unwrap();
+        let over = p.acquire().unwrap();
+        assert!(over.is_overflow());
+        let p2 = p.clone();
+        let t = thread::spawn(move || {
+            drop(over);
+            p2.trim();
+        });
+        let b = p.acquire_timeout(FOREVER).expect("woken by the release");
+        assert!(b.is_overflow());
+        t.join().unwrap();
+        drop(b);
+        let s = p.stats();
+        assert_eq!((s.overflow_in_use, s.waiters), (0, 0), "{s:?}");
+        assert_eq!(
+            s.overflow_maps,
+            s.overflow_unmaps + s.reserve_buffers as u64,
+            "{s:?}"
+        );
+        assert_eq!(s.overflow_maps + s.overflow_reuses, 2, "{s:?}");
+        drop(pooled);
+    });
+}
+
+/// The last handle is dropped while the reserve holds a mapping and another thread releases the last pooled
+/// and overflow buffers (into the reserve, if it still sees the pool open): the shared state, with whatever
+/// the reserve holds, is torn down exactly once, after the last release.
+#[test]
+fn close_with_reserved_mappings() {
+    loom::model(|| {
+        let before = teardowns();
+        let p = reserving_pool(2, OverflowPolicy::Map);
+        let a = p.acquire().unwrap();
+        let o1 = p.acquire().unwrap();
+        let o2 = p.acquire().unwrap();
+        assert!(o1.is_overflow() && o2.is_overflow());
+        drop(o2);
+        assert_eq!(p.stats().reserve_buffers, 1);
+        let t = thread::spawn(move || drop((o1, a)));
+        drop(p);
+        t.join().unwrap();
+        assert_eq!(teardowns(), before + 1);
+    });
 }

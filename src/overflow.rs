@@ -5,17 +5,22 @@
 //! call and given back *after* the unmap, so `mapped_bytes` never exceeds the configured bound. No lock is held
 //! across either system call. The budget (`max_bytes`) is reserved with the permit and given back with it;
 //! while someone waits, a released permit and its bytes go straight to a waiter instead (`pool.rs`).
+//!
+//! With an [`overflow_decay`](crate::PoolBuilder::overflow_decay) (the default), a released buffer of the pool's
+//! size is not unmapped at once: it waits in the [`Reserve`] with its permit and budget, for the next overflow
+//! acquire (or a waiter), and is unmapped once idle for longer than the decay.
 
 use crate::config::Layout;
 use crate::error::AcquireError;
 use crate::policy::{fill, MemPolicy, Region, SCRUB_ZERO};
+use crate::reserve::{Reserve, RESERVE_MAX};
 use crate::stats::Counters;
 use crate::sync::{AtomicU64, AtomicUsize};
 use crate::sys::{self, Mapping};
 use crate::OverflowPolicy;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering::{AcqRel, Relaxed};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// "Overflow started" warnings are emitted at most once per this many milliseconds.
 const WARN_INTERVAL_MS: u64 = 1000;
@@ -47,8 +52,10 @@ pub(crate) struct Overflow {
     align: usize,
     /// `reserve_bytes_for(buf_size)`, computed once.
     reserve_default: usize,
-    /// Overflow buffers out now (permits taken).
+    /// Permits taken: overflow buffers out now, plus the mappings in `reserve`.
     out: AtomicUsize,
+    /// Released buffers of the pool's size kept mapped for reuse.
+    pub(crate) reserve: Reserve,
     /// Bytes reserved by overflow buffers out now.
     mapped_bytes: AtomicUsize,
     created: Instant,
@@ -57,7 +64,12 @@ pub(crate) struct Overflow {
 }
 
 impl Overflow {
-    pub(crate) fn new(policy: OverflowPolicy, max: usize, l: &Layout) -> Self {
+    pub(crate) fn new(policy: OverflowPolicy, max: usize, decay: Duration, l: &Layout) -> Self {
+        let max = if policy == OverflowPolicy::Fail {
+            0
+        } else {
+            max
+        };
         let mut o = Overflow {
             buf_size: l.buf_size,
             lead: l.lead,
@@ -65,12 +77,9 @@ impl Overflow {
             align: l.align,
             reserve_default: 0,
             policy,
-            max: if policy == OverflowPolicy::Fail {
-                0
-            } else {
-                max
-            },
+            max,
             out: AtomicUsize::new(0),
+            reserve: Reserve::new(max.min(RESERVE_MAX), decay),
             mapped_bytes: AtomicUsize::new(0),
             created: Instant::now(),
             last_warn: AtomicU64::new(0),
@@ -80,9 +89,10 @@ impl Overflow {
         o
     }
 
-    /// Relaxed: a gauge for `stats()`; permits are taken and given back by read-modify-writes on `out`.
+    /// Overflow buffers out now: permits taken, less the reserved mappings that hold theirs. Relaxed: a gauge
+    /// for `stats()` and error messages; permits are taken and given back by read-modify-writes on `out`.
     pub(crate) fn in_use(&self) -> usize {
-        self.out.load(Relaxed)
+        self.out.load(Relaxed).saturating_sub(self.reserve.len())
     }
 
     /// Relaxed: a gauge for `stats()` (the budget, not this, bounds the bytes mapped).
@@ -137,15 +147,19 @@ impl Overflow {
 
     /// Gives back a permit taken with [`Self::take_permit`] (callers then run the waiters' wake check).
     pub(crate) fn return_permit(&self) {
-        self.out.fetch_sub(1, AcqRel);
+        self.return_permits(1);
+    }
+
+    /// Gives back `n` permits at once (the reserved mappings of one decay or trim).
+    pub(crate) fn return_permits(&self, n: usize) {
+        self.out.fetch_sub(n, AcqRel);
     }
 
     /// The `Exhausted` error for the current state (the caller counts it).
     pub(crate) fn exhausted(&self, capacity: usize) -> AcquireError {
         AcquireError::Exhausted {
             capacity,
-            // Relaxed: reported in the error message only.
-            overflow_in_use: self.out.load(Relaxed),
+            overflow_in_use: self.in_use(),
             max_overflow: self.max,
             policy: self.policy,
         }
@@ -236,18 +250,23 @@ impl Overflow {
         );
     }
 
-    /// Unmaps an overflow buffer (zeroing it first if the policy says so). Its permit and budget stay with the
-    /// caller, who hands them to a waiter or gives them back (then emits [`Self::unmapped_event`]); returns the
-    /// budget bytes it held and the bytes it had reserved from the OS.
+    /// Unmaps an overflow buffer (zeroing it first if the policy says so, unless `scrubbed`: a reserved buffer
+    /// was scrubbed when it came in). Its permit and budget stay with the caller, who hands them to a waiter or
+    /// gives them back (then emits [`Self::unmapped_event`]); returns the budget bytes it held and the bytes it
+    /// had reserved from the OS.
     pub(crate) fn unmap_keep_permit(
         &self,
         b: OverflowBuf,
         counters: &Counters,
         mem: &MemPolicy,
+        scrubbed: bool,
     ) -> (usize, usize) {
-        if mem.scrub & SCRUB_ZERO != 0 {
+        if !scrubbed && mem.scrub & SCRUB_ZERO != 0 {
             fill(b.ptr, b.buf_size, 0);
         }
+        // A reserved buffer is ASan-poisoned while idle; the shadow must be clean before the range can be
+        // mapped again by anyone.
+        sys::unpoison(b.ptr.as_ptr(), b.buf_size);
         mem.unlocked(b.locked);
         let reserved = b.mapping.reserved();
         let budget = b.budget;

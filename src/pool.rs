@@ -100,6 +100,9 @@ impl Drop for Handle {
         cache::settle();
         // SAFETY: the handles' reference is still held, so Inner is alive.
         let inner = unsafe { self.inner.as_ref() };
+        // Nobody can acquire any more: the reserve's mappings go now, not when the last buffer comes home. (A
+        // release racing this may still put one there; the teardown unmaps it.)
+        inner.unmap_reserved(None, "close");
         // Drop the handles' reference and set CLOSING in one step: REF - CLOSING = 1.
         let prev = inner.state.fetch_sub(REF - CLOSING, AcqRel);
         // Tell other threads' caches to let go of this pool at their next operation.
@@ -431,6 +434,11 @@ impl Inner {
             self.add_refs(1);
             return Some(Grant::Slot(slot));
         }
+        // A reserved mapping beats a permit: no system call for the waiter. (No lock is held but the list's:
+        // the reserve's own lock is always taken inside it, never the other way round.)
+        if let Some(b) = self.overflow.reserve.take() {
+            return Some(Grant::Mapping(b));
+        }
         // Under the list lock: a permit rolled back here needs no wake check, since any waiter that could
         // want it registers (under the same lock) after this serve and looks again.
         self.reserve_overflow().ok().map(|_| Grant::Permit)
@@ -474,22 +482,165 @@ impl Inner {
         }
     }
 
-    /// Unmaps an overflow buffer and drops its reference.
+    /// Takes back a released overflow buffer and drops its reference: hands it to the front waiter, keeps it
+    /// in the reserve, or unmaps it.
     ///
     /// # Safety
     /// As for [`Inner::release`].
-    pub(crate) unsafe fn release_overflow(this: NonNull<Inner>, b: OverflowBuf) {
+    pub(crate) unsafe fn release_overflow(this: NonNull<Inner>, b: Box<OverflowBuf>) {
         // SAFETY: the buffer's reference, passed on to the guard: released at the end, or if a waker or a
         // subscriber panics on the way.
         let r = unsafe { Ref::adopt(this) };
-        let inner = r.inner();
-        let (budget, reserved) = inner
-            .overflow
-            .unmap_keep_permit(b, &inner.counters, &inner.mem);
-        inner.give_back_permit(budget);
+        r.inner().return_mapping(b, false);
+        drop(r);
+    }
+
+    /// Takes back an overflow buffer's mapping with the permit and budget it holds (`scrubbed`: already scrubbed
+    /// for the reserve): hands it to the front waiter or keeps it in the reserve when it is of the pool's size
+    /// and the reserve is on, else unmaps it as without a reserve. Needs a caller that holds a reference.
+    fn return_mapping(&self, mut b: Box<OverflowBuf>, scrubbed: bool) {
+        if !self.overflow.reserve.enabled()
+            || b.buf_size != self.arena.layout().buf_size
+            || self.is_closing()
+        {
+            return self.unmap_overflow(b, scrubbed);
+        }
+        if !scrubbed {
+            // Before the buffer can wait anywhere: a secret never waits in the reserve (`zero_on_release`), and
+            // a write after release is caught at the next acquire (`poison_on_release`).
+            if self.scrub != 0 {
+                self.mem.on_release(b.ptr, b.buf_size);
+            }
+            crate::sys::poison(b.ptr.as_ptr(), b.buf_size);
+        }
+        if self.waitable && self.waiters.any() {
+            // The grant carries the mapping, its permit and its budget; a waker that panics in `offer` does so
+            // after the hand-off is recorded.
+            match self.waiters.offer(Grant::Mapping(b)) {
+                Ok(()) => return,
+                Err(Grant::Mapping(m)) => b = m,
+                Err(_) => unreachable!("offer gives back the grant it was given"),
+            }
+        }
+        let mut expired = Vec::new();
+        let refused = self.overflow.reserve.put(b, &mut expired).err();
+        // The buffer is in the reserve (or back with us), the expired ones are out of it: no foreign code has
+        // run, and none runs until every permit and byte is where the counts say.
+        let kept = refused.is_none();
+        if let Some(b) = refused {
+            // The reserve is full: the pool's own overflow bound (`max_overflow`) or `RESERVE_MAX`.
+            self.unmap_overflow(b, true);
+        }
+        if kept && self.waitable {
+            // A mapping became available: a waiter that looked before it came in must hear of it.
+            self.after_release();
+        }
+        self.unmap_expired(expired, "decay");
+    }
+
+    /// Unmaps an overflow buffer as without a reserve: its permit and budget go to a waiter or back to the pool,
+    /// then the event.
+    #[allow(clippy::boxed_local)] // the buffer's box, opened here to unmap it
+    fn unmap_overflow(&self, b: Box<OverflowBuf>, scrubbed: bool) {
+        let (budget, reserved) =
+            self.overflow
+                .unmap_keep_permit(*b, &self.counters, &self.mem, scrubbed);
+        self.give_back_permit(budget);
         // The mapping is gone and its permit passed on: the books balance.
         Overflow::unmapped_event(reserved);
-        drop(r);
+    }
+
+    /// Unmaps the reserved buffers idle longer than the decay at `now` (every one with `now == None`) and gives
+    /// back their permits and budget, in batches of [`UNMAP_BATCH`] (no allocation that grows with the reserve).
+    /// Returns the bytes unmapped. Needs a caller that holds a reference.
+    pub(crate) fn unmap_reserved(&self, now: Option<Duration>, why: &'static str) -> usize {
+        if self.overflow.reserve.len() == 0 {
+            return 0;
+        }
+        let mut batch = Vec::with_capacity(UNMAP_BATCH);
+        let (mut n, mut bytes) = (0, 0);
+        loop {
+            self.overflow.reserve.expire(now, &mut batch, UNMAP_BATCH);
+            if batch.is_empty() {
+                break;
+            }
+            n += batch.len();
+            bytes += self.unmap_batch(&mut batch, why);
+        }
+        Self::reserve_unmapped_event(n, bytes, why);
+        bytes
+    }
+
+    /// Unmaps reserved buffers taken out of the reserve (`why`: "decay", "trim", "close", "evict"), then the
+    /// event. Returns the bytes unmapped.
+    #[allow(clippy::vec_box)] // the reserve's entries keep their buffers' boxes (a reuse allocates nothing)
+    fn unmap_expired(&self, mut bufs: Vec<Box<OverflowBuf>>, why: &'static str) -> usize {
+        if bufs.is_empty() {
+            return 0;
+        }
+        let n = bufs.len();
+        let bytes = self.unmap_batch(&mut bufs, why);
+        Self::reserve_unmapped_event(n, bytes, why);
+        bytes
+    }
+
+    /// Unmaps (and empties) `bufs`, taken out of the reserve, and gives back their permits and budget all at
+    /// once, then runs the wake check: no foreign code runs while any of them is out of the reserve with its
+    /// permit still counted. Returns the bytes unmapped.
+    #[allow(clippy::vec_box)] // see `unmap_expired`
+    fn unmap_batch(&self, bufs: &mut Vec<Box<OverflowBuf>>, why: &'static str) -> usize {
+        let n = bufs.len();
+        let (mut budget, mut bytes) = (0, 0);
+        for b in bufs.drain(..) {
+            let (bu, r) = self
+                .overflow
+                .unmap_keep_permit(*b, &self.counters, &self.mem, true);
+            budget += bu;
+            bytes += r;
+        }
+        if why == "decay" {
+            // Relaxed: an event counter, read only by `stats()` (see `stats.rs`).
+            self.counters.decay_unmaps.fetch_add(n as u64, Relaxed);
+        }
+        self.overflow.return_permits(n);
+        self.budget.give_back(budget);
+        self.overflow.reserve.unmapped(n);
+        // The mappings are gone and their permits and bytes back: the books balance.
+        if self.waitable {
+            self.after_release();
+        }
+        bytes
+    }
+
+    /// The debug event of `n` reserved buffers (`bytes` reserved bytes) unmapped, emitted once the books balance.
+    fn reserve_unmapped_event(n: usize, bytes: usize, why: &'static str) {
+        if n == 0 {
+            return;
+        }
+        // A buffer's release may run the decay (possibly in a thread-local destructor): quietly.
+        crate::sync::foreign_quiet(
+            || tracing::debug!(target: "pagepool", buffers = n, bytes, why, "unmapped reserved overflow buffers"),
+        );
+    }
+
+    /// Unmaps the longest-idle reserved buffer to free its permit and budget for another mapping (a chunk or
+    /// an `acquire_len` buffer above the pool's size). Returns whether there was one.
+    fn evict_one(&self) -> bool {
+        match self.overflow.reserve.take_oldest() {
+            Some(b) => {
+                self.unmap_expired(vec![b], "evict");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The decay check of the slow paths: one relaxed load when the reserve is empty.
+    #[inline]
+    fn decay_tick(&self) {
+        if self.overflow.reserve.len() != 0 {
+            self.unmap_reserved(Some(crate::sys::coarse_clock()), "decay");
+        }
     }
 }
 
@@ -507,6 +658,7 @@ impl Inner {
 
     /// Feeds the idle-trim clock after the shared idle count may have dropped (a slow-path pop), and trims
     /// if a period just ended. A no-op without `idle_trim_after`.
+    /// Also runs the overflow reserve's decay check.
     #[inline]
     pub(crate) fn idle_tick(&self) {
         if let Some(t) = &self.mem.idle {
@@ -514,6 +666,7 @@ impl Inner {
                 self.trim_shared(n, "idle");
             }
         }
+        self.decay_tick();
     }
 
     /// Gives the physical memory of up to `n` idle shared buffers back to the OS, longest idle first, and puts
@@ -693,6 +846,9 @@ impl Inner {
     }
 }
 
+/// Reserved buffers unmapped per batch by `Inner::unmap_reserved`.
+const UNMAP_BATCH: usize = 32;
+
 /// Marks a batch entry of `trim_shared` whose range was held out: never a slot index (`MAX_CAPACITY` keeps
 /// `u32::MAX` free as a sentinel).
 const HELD_OUT: u32 = u32::MAX;
@@ -733,7 +889,7 @@ impl PagePool {
             arena: Arena::new(layout),
             free,
             counters: Counters::new(),
-            overflow: Overflow::new(b.overflow, b.max_overflow, &layout),
+            overflow: Overflow::new(b.overflow, b.max_overflow, b.overflow_decay, &layout),
             state: AtomicUsize::new(REF),
             cache_size: layout.thread_cache,
             scrub: mem.scrub,
@@ -788,8 +944,9 @@ impl PagePool {
     ///
     /// Served from the freelist when a pooled buffer is idle (one lock-free pop, no system call, no
     /// allocation); otherwise by mapping the next chunk of pooled memory if the pool has not reached its
-    /// capacity; otherwise by the overflow policy: [`OverflowPolicy::Map`] maps a buffer's pages directly
-    /// (unmapped again on drop), [`OverflowPolicy::Fail`] refuses.
+    /// capacity; otherwise by the overflow policy: [`OverflowPolicy::Map`] takes a buffer from the overflow
+    /// reserve or maps a buffer's pages directly (kept for reuse or unmapped on drop, see
+    /// [`overflow_decay`](crate::PoolBuilder::overflow_decay)), [`OverflowPolicy::Fail`] refuses.
     ///
     /// # Errors
     /// - [`AcquireError::Exhausted`] when every pooled buffer is out and the policy is `Fail`, or
@@ -892,23 +1049,37 @@ impl PagePool {
                 ),
             });
         };
-        // A permit and the buffer's bytes of budget, both or neither (as `Inner::reserve_overflow`).
-        let Some(before) = inner.overflow.take_permit() else {
-            return Err(self.exhausted());
-        };
-        if !inner.budget.try_reserve(reserve) {
+        // A permit and the buffer's bytes of budget, both or neither (as `Inner::reserve_overflow`). Reserved
+        // buffers (of the pool's size, never this one's) hold permits and budget of their own: while the pool
+        // is at its limit, they are unmapped, longest idle first, to make room.
+        let mut mark = inner.overflow.reserve.unmapped_mark();
+        let before = loop {
+            let Some(before) = inner.overflow.take_permit() else {
+                if inner.evict_one() || inner.overflow.reserve.settling(&mut mark) {
+                    crate::sync::yield_now();
+                    continue;
+                }
+                return Err(self.exhausted());
+            };
+            if inner.budget.try_reserve(reserve) {
+                break before;
+            }
             inner.overflow.return_permit();
             if inner.waitable {
                 // Our brief hold of the permit may have hidden it from a waiter's look.
                 inner.after_release();
             }
-            return Err(self.exhausted());
-        }
+            if !inner.evict_one() && !inner.overflow.reserve.settling(&mut mark) {
+                return Err(self.exhausted());
+            }
+            crate::sync::yield_now();
+        };
         let b = self.map_overflow(bytes, reserve);
-        // After the permit is in a buffer (or given back): the warning runs foreign code.
+        // After the permit is in a buffer (or given back): the warning and the decay's event run foreign code.
         if before == 0 {
             inner.overflow.warn_started(self.capacity());
         }
+        inner.decay_tick();
         b
     }
 
@@ -1121,7 +1292,19 @@ impl PagePool {
                 inner.arena.layout().buf_size,
                 inner.overflow.reserve_bytes(),
             ),
+            Grant::Mapping(b) => Ok(self.reuse(b)),
         }
+    }
+
+    /// Wraps a buffer taken from the reserve (or granted from it): counts the reuse, takes its reference, and
+    /// runs the acquire-side scrub check (poison check, zeroing) once it is wrapped.
+    fn reuse(&self, b: Box<OverflowBuf>) -> AlignedBuf {
+        let inner = self.inner();
+        // Relaxed: an event counter, read only by `stats()` (see `stats.rs`).
+        inner.counters.overflow_reuses.fetch_add(1, Relaxed);
+        inner.add_refs(1);
+        crate::sys::unpoison(b.ptr.as_ptr(), b.buf_size);
+        self.checked(AlignedBuf::overflow_boxed(self.handle.inner, b))
     }
 
     /// Maps an overflow buffer of `bytes` bytes for a permit and `reserve` bytes of budget the caller holds;
@@ -1160,6 +1343,8 @@ impl PagePool {
                 let inner = self.inner();
                 inner.give_back_permit(inner.overflow.reserve_bytes());
             }
+            // Scrubbed when it was first released: back to the next waiter or the reserve.
+            Grant::Mapping(b) => self.inner().return_mapping(b, true),
         }
     }
 
@@ -1331,15 +1516,31 @@ impl PagePool {
         if let Some(slot) = inner.free.pop() {
             return Ok(Some(self.pooled(slot)));
         }
-        let before = match inner.reserve_overflow() {
-            Ok(before) => before,
-            Err(rolled_back) => {
-                if rolled_back && inner.waitable {
-                    // Found by loom (`waiter_races_overflow_release`): our brief hold of the permit can make a
-                    // registered waiter's look fail while the releaser's wake check finds no permit to hand.
-                    inner.after_release();
+        let mut mark = inner.overflow.reserve.unmapped_mark();
+        let before = loop {
+            // A buffer mapped earlier and kept in the reserve beats a fresh mapping.
+            if let Some(b) = inner.overflow.reserve.take() {
+                return Ok(Some(self.reuse(b)));
+            }
+            match inner.reserve_overflow() {
+                Ok(before) => break before,
+                Err(rolled_back) => {
+                    if rolled_back && inner.waitable {
+                        // Found by loom (`waiter_races_overflow_release`): our brief hold of the permit can make
+                        // a registered waiter's look fail while the releaser's wake check finds no permit.
+                        inner.after_release();
+                    }
+                    // The permits may have gone into the reserve since our look at it.
+                    if let Some(b) = inner.overflow.reserve.take_locked() {
+                        return Ok(Some(self.reuse(b)));
+                    }
+                    // Or be on their way back from reserved buffers being unmapped.
+                    if inner.overflow.reserve.settling(&mut mark) {
+                        crate::sync::yield_now();
+                        continue;
+                    }
+                    return Ok(None);
                 }
-                return Ok(None);
             }
         };
         let b = self.grant_to_buf(Grant::Permit);
@@ -1347,6 +1548,9 @@ impl PagePool {
         if before == 0 {
             inner.overflow.warn_started(self.capacity());
         }
+        // Reserved buffers idle past the decay go while we pay for a mapping anyway (their event is foreign
+        // code too).
+        inner.decay_tick();
         b.map(Some)
     }
 
@@ -1362,7 +1566,8 @@ impl PagePool {
     /// Each `trim` first retries the commit of buffers held out earlier and returns those that succeed. Memory
     /// locked by [`lock_memory`](crate::PoolBuilder::lock_memory) is not given back. While `trim` works, the buffers it
     /// holds are briefly unavailable: an acquire that finds the shared pool empty meanwhile overflows.
-    /// Overflow buffers need no trimming: they are unmapped when released.
+    /// `trim` also empties the overflow reserve ([`overflow_decay`](crate::PoolBuilder::overflow_decay)): every
+    /// released overflow buffer kept mapped for reuse is unmapped, and its bytes count in the return value.
     ///
     /// Once the pool's buffers are registered with io_uring (`iovecs`, cargo feature `io-uring`), `trim` still
     /// flushes the thread caches but gives no memory back: registered memory is never discarded, because the
@@ -1389,12 +1594,15 @@ impl PagePool {
         inner.request_trim();
         cache::flush_local(self.handle.inner);
         cache::settle();
-        inner.trim_shared(inner.shared_idle(), "trim")
+        inner.trim_shared(inner.shared_idle(), "trim") + inner.unmap_reserved(None, "trim")
     }
 
     /// Runs the [`idle_trim_after`](crate::PoolBuilder::idle_trim_after) check now: if a trim period has ended,
     /// gives back the memory of the buffers that stayed idle in the shared pool through all of it. Returns the
     /// bytes given back (0 if no period ended, or without `idle_trim_after`).
+    ///
+    /// Also unmaps the overflow buffers that have waited in the overflow reserve for longer than the
+    /// [`overflow_decay`](crate::PoolBuilder::overflow_decay) (their bytes count in the return value).
     ///
     /// The pool makes this check itself on its slow paths; call this from a timer of your own when the pool
     /// may go quiet (no thread of the pool's own does). Like [`trim`](Self::trim), it gives nothing back once
@@ -1422,12 +1630,13 @@ impl PagePool {
             return self.handle.classes.iter().map(PagePool::trim_idle).sum();
         }
         let inner = self.inner();
-        match &inner.mem.idle {
+        let pooled = match &inner.mem.idle {
             Some(t) => t
                 .tick(inner.shared_idle())
                 .map_or(0, |n| inner.trim_shared(n, "idle")),
             None => 0,
-        }
+        };
+        pooled + inner.unmap_reserved(Some(crate::sys::coarse_clock()), "decay")
     }
 
     /// A snapshot of the pool's counters and gauges. See [`PoolStats`] for when the fields add up.
@@ -1454,6 +1663,7 @@ impl PagePool {
         let uncommitted = inner.uncommitted.slots().min(pooled - idle);
         let pool_hits = c.pool_hits() + cache_hits;
         let overflow_maps = c.overflow_maps.load(Relaxed);
+        let overflow_reuses = c.overflow_reuses.load(Relaxed);
         let exhausted = c.exhausted.load(Relaxed);
         let os_errors = c.os_errors.load(Relaxed);
         let timeouts = c.timeouts.load(Relaxed);
@@ -1466,10 +1676,19 @@ impl PagePool {
             in_use: pooled - idle - uncommitted,
             uncommitted,
             overflow_in_use: inner.overflow.in_use(),
-            acquires: pool_hits + overflow_maps + exhausted + os_errors + timeouts,
+            reserve_buffers: inner.overflow.reserve.len(),
+            reserve_bytes: inner.overflow.reserve.bytes(),
+            acquires: pool_hits
+                + overflow_maps
+                + overflow_reuses
+                + exhausted
+                + os_errors
+                + timeouts,
             pool_hits,
             overflow_maps,
             overflow_unmaps: c.overflow_unmaps.load(Relaxed),
+            overflow_reuses,
+            decay_unmaps: c.decay_unmaps.load(Relaxed),
             exhausted,
             os_errors,
             timeouts,

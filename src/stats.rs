@@ -22,6 +22,8 @@ pub(crate) struct Counters {
     hits: [Padded<AtomicU64>; STRIPES],
     pub(crate) overflow_maps: AtomicU64,
     pub(crate) overflow_unmaps: AtomicU64,
+    pub(crate) overflow_reuses: AtomicU64,
+    pub(crate) decay_unmaps: AtomicU64,
     pub(crate) exhausted: AtomicU64,
     pub(crate) os_errors: AtomicU64,
     pub(crate) timeouts: AtomicU64,
@@ -58,6 +60,8 @@ impl Counters {
             hits: std::array::from_fn(|_| Padded(AtomicU64::new(0))),
             overflow_maps: AtomicU64::new(0),
             overflow_unmaps: AtomicU64::new(0),
+            overflow_reuses: AtomicU64::new(0),
+            decay_unmaps: AtomicU64::new(0),
             exhausted: AtomicU64::new(0),
             os_errors: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
@@ -83,7 +87,8 @@ impl Counters {
 /// Counters are read one by one without stopping other threads, so while buffers are moving the fields may
 /// disagree by the operations in flight; once the pool is quiet they add up exactly:
 /// `idle + in_use + uncommitted == pooled_buffers` and
-/// `acquires == pool_hits + overflow_maps + exhausted + os_errors + timeouts`.
+/// `acquires == pool_hits + overflow_maps + overflow_reuses + exhausted + os_errors + timeouts` and
+/// `overflow_maps == overflow_unmaps + overflow_in_use + reserve_buffers`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct PoolStats {
@@ -108,15 +113,29 @@ pub struct PoolStats {
     pub uncommitted: usize,
     /// Overflow buffers held by callers.
     pub overflow_in_use: usize,
+    /// Released overflow buffers kept mapped in the overflow reserve for the next overflow acquire
+    /// ([`overflow_decay`](crate::PoolBuilder::overflow_decay)). Each still holds its overflow permit and its
+    /// bytes of `max_bytes`, and counts in `mapped_bytes` (and `locked_bytes`) until it is unmapped.
+    pub reserve_buffers: usize,
+    /// Bytes the reserved buffers reserve from the OS (their mappings plus alignment slack, as in
+    /// `mapped_bytes`).
+    pub reserve_bytes: usize,
     /// `acquire`, `acquire_timeout` and `acquire_async` calls so far, successful or not (a call that waited
     /// counts once; an `acquire_async` future dropped while waiting counts nothing).
     pub acquires: u64,
     /// Acquires served from pooled memory.
     pub pool_hits: u64,
-    /// Overflow buffers mapped.
+    /// Overflow buffers mapped (fresh `mmap`s only: an acquire served from the reserve counts in
+    /// `overflow_reuses` instead).
     pub overflow_maps: u64,
-    /// Overflow buffers unmapped.
+    /// Overflow buffers unmapped: on release (no reserve, or the reserve full), and reserved buffers unmapped by
+    /// decay, [`trim`](crate::PagePool::trim), to make room for another mapping, or when the pool closes.
     pub overflow_unmaps: u64,
+    /// Overflow acquires served from the reserve: a buffer mapped earlier, no system call.
+    pub overflow_reuses: u64,
+    /// Of `overflow_unmaps`, reserved buffers unmapped because they stayed idle longer than the
+    /// [`overflow_decay`](crate::PoolBuilder::overflow_decay).
+    pub decay_unmaps: u64,
     /// Acquires refused with `AcquireError::Exhausted`.
     pub exhausted: u64,
     /// Acquires that failed because the OS refused memory (`AcquireError::Os`).
@@ -127,11 +146,11 @@ pub struct PoolStats {
     pub waiters: usize,
     /// Chunks (mappings) of pooled memory mapped now.
     pub chunks: usize,
-    /// Bytes currently mapped by the pool: pooled chunks plus overflow buffers (including alignment slack).
-    /// Never more than `max_bytes` when one is set.
+    /// Bytes currently mapped by the pool: pooled chunks plus overflow buffers, out or reserved (including
+    /// alignment slack). Never more than `max_bytes` when one is set.
     pub mapped_bytes: usize,
     /// Bytes locked in RAM by [`lock_memory`](crate::PoolBuilder::lock_memory): pooled chunks mapped so far and
-    /// overflow buffers out. Below `mapped_bytes` under [`LockPolicy::BestEffort`](crate::LockPolicy) when the
+    /// overflow buffers out or reserved. Below `mapped_bytes` under [`LockPolicy::BestEffort`](crate::LockPolicy) when the
     /// limit was reached.
     pub locked_bytes: usize,
     /// Released buffers found modified on their next acquire by
@@ -162,6 +181,10 @@ impl PoolStats {
             pool_hits: self.pool_hits + r.pool_hits,
             overflow_maps: self.overflow_maps + r.overflow_maps,
             overflow_unmaps: self.overflow_unmaps + r.overflow_unmaps,
+            overflow_reuses: self.overflow_reuses + r.overflow_reuses,
+            decay_unmaps: self.decay_unmaps + r.decay_unmaps,
+            reserve_buffers: self.reserve_buffers + r.reserve_buffers,
+            reserve_bytes: self.reserve_bytes + r.reserve_bytes,
             exhausted: self.exhausted + r.exhausted,
             os_errors: self.os_errors + r.os_errors,
             chunks: self.chunks + r.chunks,

@@ -12,9 +12,11 @@ fn page() -> usize {
     crate::page_size()
 }
 
-/// A pool with 4 one-chunk-sized growth steps: 4 MiB chunks of `page` buffers is 1024 per chunk.
+/// A pool with 4 one-chunk-sized growth steps: 4 MiB chunks of `page` buffers is 1024 per chunk. No overflow
+/// reserve: every overflow acquire maps (and every release unmaps), so each is a `map` call to fail.
 fn multi_chunk(prealloc: bool, overflow: OverflowPolicy) -> Result<PagePool, ConfigError> {
     PagePool::builder()
+        .overflow_decay(std::time::Duration::ZERO)
         .buf_size(page())
         .capacity(4 * ((4 << 20) / page()))
         .overflow(overflow)
@@ -311,13 +313,19 @@ fn trim_failure_keeps_every_buffer() {
     assert!(held.iter().all(|b| !b.is_overflow()));
 }
 
+/// Also through the overflow reserve: the buffer is zeroed when it enters it, and unmapped by `trim`.
 #[test]
 fn overflow_buffers_are_zeroed_before_unmap() {
-    for zero in [true, false] {
+    use std::time::Duration;
+    for (zero, decay) in [true, false]
+        .into_iter()
+        .flat_map(|z| [(z, Duration::ZERO), (z, Duration::from_secs(3600))])
+    {
         let pool = PagePool::builder()
             .buf_size(page())
             .capacity(1)
             .zero_on_release(zero)
+            .overflow_decay(decay)
             .build()
             .unwrap();
         let _pooled = pool.acquire().unwrap();
@@ -326,6 +334,10 @@ fn overflow_buffers_are_zeroed_before_unmap() {
         o.fill(0x5A);
         fault::watch_unmaps(true);
         drop(o);
+        if !decay.is_zero() {
+            assert_eq!(pool.stats().reserve_buffers, 1);
+            pool.trim();
+        }
         let seen = fault::watch_unmaps(false);
         // With the option the mapping holds only zeros when it is unmapped; without, the secret is still there.
         assert_eq!(seen, vec![zero]);

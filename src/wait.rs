@@ -30,12 +30,15 @@ use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::task::Waker;
 
 /// What a releaser hands a waiter.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Grant {
     /// A pooled slot, carrying one reference on `Inner` (like a buffer).
     Slot(u32),
     /// One overflow permit with one overflow buffer's bytes of budget, both still reserved: the waiter maps it.
     Permit,
+    /// A mapped overflow buffer of the pool's size (released, or from the reserve), already scrubbed, with its
+    /// permit and budget: the waiter wraps it (no system call). No reference: the waiter takes its own.
+    Mapping(Box<crate::overflow::OverflowBuf>),
 }
 
 /// How to wake a waiter.

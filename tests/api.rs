@@ -175,11 +175,38 @@ fn stats_add_up_when_quiet() {
     assert_eq!(held.iter().filter(|r| r.is_err()).count(), 1);
     assert_eq!(
         s.acquires,
-        s.pool_hits + s.overflow_maps + s.exhausted + s.os_errors
+        s.pool_hits + s.overflow_maps + s.overflow_reuses + s.exhausted + s.os_errors
     );
     assert_eq!((s.pool_hits, s.overflow_maps, s.exhausted), (4, 2, 1));
     assert_eq!(s.idle + s.in_use, s.pooled_buffers);
     drop(held);
+    // The two overflow buffers wait in the reserve (default `overflow_decay`) until a trim or their decay.
     let s = pool.stats();
-    assert_eq!((s.in_use, s.overflow_in_use, s.overflow_unmaps), (0, 0, 2));
+    assert_eq!((s.in_use, s.overflow_in_use, s.reserve_buffers), (0, 0, 2));
+    assert_eq!(
+        s.overflow_maps,
+        s.overflow_unmaps + s.overflow_in_use as u64 + s.reserve_buffers as u64
+    );
+    // One comes back out without a mapping: counted as a reuse, in `acquires` too.
+    let again = pool.acquire_len(pool.buf_size()).unwrap();
+    let s = pool.stats();
+    assert_eq!((s.overflow_reuses, s.overflow_maps), (0, 2), "pooled first");
+    drop(again);
+    let held: Vec<_> = (0..5).map(|_| pool.acquire().unwrap()).collect();
+    let s = pool.stats();
+    assert_eq!(
+        (s.overflow_reuses, s.overflow_maps, s.reserve_buffers),
+        (1, 2, 1)
+    );
+    assert_eq!(
+        s.acquires,
+        s.pool_hits + s.overflow_maps + s.overflow_reuses + s.exhausted + s.os_errors
+    );
+    drop(held);
+    pool.trim();
+    let s = pool.stats();
+    assert_eq!(
+        (s.overflow_unmaps, s.reserve_buffers, s.reserve_bytes),
+        (2, 0, 0)
+    );
 }

@@ -291,7 +291,7 @@ fn drive(c: &Combo, pool: &PagePool, t: &mut Tally) {
     assert_eq!(s.os_errors, os_errors, "{c:?}: {s:?}");
     assert_eq!(
         s.acquires,
-        s.pool_hits + s.overflow_maps + s.exhausted + s.os_errors,
+        s.pool_hits + s.overflow_maps + s.overflow_reuses + s.exhausted + s.os_errors,
         "{c:?}: {s:?}"
     );
     drop(held);

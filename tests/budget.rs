@@ -17,10 +17,12 @@ fn first_chunk_bytes(b: PoolBuilder) -> usize {
 
 #[test]
 fn budget_counts_pooled_and_overflow_bytes_exactly() {
-    // Capacity 1: one chunk of one page.
+    // Capacity 1: one chunk of one page. No overflow reserve: a dropped overflow buffer is unmapped at once
+    // (tests/overflow_reserve.rs has the budget with a reserve).
     let pool = PagePool::builder()
         .buf_size(page())
         .capacity(1)
+        .overflow_decay(Duration::ZERO)
         .max_bytes(3 * page())
         .overflow(OverflowPolicy::Map)
         .build()
@@ -157,6 +159,11 @@ fn mapped_bytes_never_exceeds_the_budget_under_concurrency() {
         });
         let s = pool.stats();
         assert_eq!((s.in_use, s.overflow_in_use, s.waiters), (0, 0, 0), "{s:?}");
+        // Reserved overflow buffers (default `overflow_decay`) stay mapped, within the budget, until a trim.
+        assert_eq!(s.mapped_bytes, s.pooled_buffers * page() + s.reserve_bytes);
+        assert!(s.mapped_bytes <= max);
+        pool.trim();
+        let s = pool.stats();
         assert_eq!(s.mapped_bytes, s.pooled_buffers * page());
         assert!(
             s.overflow_maps > 0,

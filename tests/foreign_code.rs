@@ -201,6 +201,7 @@ fn overflow_event(on: &'static str) -> (PagePool, AlignedBuf) {
         .capacity(1)
         .max_overflow(1)
         .thread_cache(0)
+        .overflow_decay(Duration::ZERO) // unmapped on release: the unmap event runs there
         .build()
         .unwrap();
     let keep = keep(&pool);
@@ -221,7 +222,56 @@ fn overflow_started_warning() {
     ends_clean(pool, keep);
 }
 
-/// The map and unmap events of an overflow buffer.
+/// The overflow reserve's unmap event (by decay, from `trim_idle`; by `trim`) runs once every unmapped
+/// buffer's permit and bytes are back: after the panic, the reserve is empty, every permit can be taken again
+/// and only pooled memory is mapped.
+#[test]
+fn reserve_unmap_events() {
+    for (decay, by_trim) in [
+        (Duration::from_millis(20), false),
+        (Duration::from_secs(3600), true),
+    ] {
+        let pool = PagePool::builder()
+            .capacity(1)
+            .max_overflow(2)
+            .thread_cache(0)
+            .overflow_decay(decay)
+            .build()
+            .unwrap();
+        let keep = keep(&pool);
+        let page = pool.buf_size();
+        let n = if by_trim { 2 } else { 1 };
+        let over: Vec<_> = (0..n).map(|_| pool.acquire().unwrap()).collect();
+        assert!(over.iter().all(|b| b.is_overflow()));
+        drop(over);
+        let (panicked, _) = panicking("unmapped reserved overflow buffers", || {
+            if by_trim {
+                pool.trim()
+            } else {
+                // One reserved buffer and no other pool operation: only this call's decay check unmaps it.
+                std::thread::sleep(2 * decay);
+                pool.trim_idle()
+            }
+        });
+        assert!(panicked, "the reserve was not emptied (decay {decay:?})");
+        let s = pool.stats();
+        assert_eq!(
+            (s.reserve_buffers, s.reserve_bytes, s.overflow_in_use),
+            (0, 0, 0),
+            "{s:?}"
+        );
+        assert_eq!(s.decay_unmaps, u64::from(!by_trim), "{s:?}");
+        assert_eq!(s.mapped_bytes, page, "{s:?}");
+        // Both permits came back.
+        let over: Vec<_> = (0..2).map(|_| pool.acquire().unwrap()).collect();
+        assert!(over.iter().all(|b| b.is_overflow()));
+        drop(over);
+        all_home(&pool);
+        ends_clean(pool, keep);
+    }
+}
+
+/// The map and unmap events of an overflow buffer (no overflow reserve: unmapped on drop).
 #[test]
 fn overflow_map_and_unmap_events() {
     let (pool, keep) = overflow_event("mapped overflow buffer");
@@ -459,7 +509,9 @@ fn every_event_panics() {
                     let mut held = Vec::new();
                     for i in 0..400 {
                         let (_, r) = panicking("", || match (i + t) % 7 {
-                            0..=2 => held.push(pool.acquire().unwrap()),
+                            // May be refused: buffers taken from the overflow reserve emit no event, so
+                            // `held` can come to hold every overflow permit.
+                            0..=2 => held.extend(pool.acquire().ok()),
                             3 | 4 => drop(held.pop()),
                             5 => drop(pool.trim()),
                             _ => drop(pool.trim_idle()),

@@ -1,4 +1,5 @@
-//! The overflow path: Map maps exactly a buffer's pages and unmaps them on drop; Fail changes nothing.
+//! The overflow path: Map maps exactly a buffer's pages and, without an overflow reserve, unmaps them on drop;
+//! Fail changes nothing. (tests/overflow_reserve.rs has the reserve.)
 // Counts and inspects OS mappings: /proc/self/maps on Linux, VirtualQuery on Windows (see tests/common).
 #![cfg(any(target_os = "linux", windows))]
 
@@ -20,6 +21,7 @@ fn map_policy_maps_and_unmaps_exactly() {
     let pool = PagePool::builder()
         .buf_size(8192)
         .capacity(2)
+        .overflow_decay(std::time::Duration::ZERO)
         .build()
         .unwrap();
     let pooled: Vec<_> = (0..2).map(|_| pool.acquire().unwrap()).collect();

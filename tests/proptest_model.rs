@@ -3,7 +3,8 @@
 //! after every step against a simple model.
 //!
 //! Operations: build a pool (random valid config: buf_size 1-4 pages, capacity 1-64, thread_cache 0..=capacity
-//! or the default, overflow Map/Fail, max_overflow 0-8, prealloc; poison on release in debug builds), acquire on worker w, release buffer i on
+//! or the default, overflow Map/Fail, max_overflow 0-8, prealloc, overflow reserve off or on (decay zero or an
+//! hour, so that no decay happens by time during a case); poison on release in debug builds), acquire on worker w, release buffer i on
 //! worker w (any order, any worker: not necessarily the one that acquired it), clone a handle, drop a handle on
 //! worker w, trim on worker w (alone, or followed by every worker's next operation), verify every held buffer.
 //!
@@ -12,12 +13,17 @@
 //! - every buffer keeps the stamp written over its whole length at acquire until it is released;
 //! - the pool's stats add up exactly (the pool is quiet between steps): `idle + in_use + uncommitted ==
 //!   pooled_buffers` with no buffer held out uncommitted, `in_use` and `overflow_in_use` equal the model's live
-//!   counts, the counters equal the model's;
-//! - `mapped_bytes == (pooled_buffers + overflow_in_use) * buf_size <= capacity * stride + max_overflow * buf_size`;
+//!   counts, the counters equal the model's (`overflow_maps` fresh mappings, `overflow_reuses` buffers taken
+//!   from the reserve, `reserve_buffers` what the model's reserve holds);
+//! - the overflow reserve is a stack: a released overflow buffer of an open pool with a reserve goes on top,
+//!   and the next overflow acquire gets that very mapping back; `trim()` and the last handle's drop empty it;
+//! - `mapped_bytes == (pooled_buffers + overflow_in_use + reserve_buffers) * buf_size <= capacity * stride +
+//!   max_overflow * buf_size`;
 //! - acquire succeeds whenever an idle pooled buffer exists in the shared freelist or a chunk is unmapped, or
 //!   an overflow permit is free under `Map`; it overflows or is refused only when the freelist is empty and
 //!   every chunk is mapped;
-//! - (Linux) an overflow buffer's pages are unmapped as soon as it is released; once a pool has no handle and
+//! - (Linux) an overflow buffer's pages are unmapped as soon as it is released (without a reserve, or into a
+//!   closed pool), and a reserved buffer's as soon as `trim()` or the last handle's drop empties the reserve; once a pool has no handle and
 //!   no buffer out and every worker has made one more pool operation (or exited, see `cache.rs`), none of its
 //!   pooled pages is mapped (/proc/self/maps). Every buffer is tagged while held (`MADV_DONTDUMP`, see
 //!   [`tag`]) so that a mapping someone else made later at a freed address is told apart from the pool's own.
@@ -56,6 +62,8 @@ struct Cfg {
     overflow: OverflowPolicy,
     max_overflow: usize,
     prealloc: bool,
+    /// Overflow reserve on (`overflow_decay` of an hour) or off (zero).
+    reserve: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -100,15 +108,17 @@ fn cfg_strategy() -> impl Strategy<Value = Cfg> {
         prop_oneof![Just(OverflowPolicy::Map), Just(OverflowPolicy::Fail)],
         0..=8usize,
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(pages, capacity, cache, overflow, max_overflow, prealloc)| Cfg {
+            |(pages, capacity, cache, overflow, max_overflow, prealloc, reserve)| Cfg {
                 pages,
                 capacity,
                 thread_cache: cache.map(|c| c as usize % (capacity + 1)),
                 overflow,
                 max_overflow,
                 prealloc,
+                reserve,
             },
         )
 }
@@ -424,7 +434,10 @@ struct PoolModel {
     attempts: u64,
     ok_pooled: u64,
     ok_overflow: u64,
+    ok_reuse: u64,
     exhausted: u64,
+    /// The overflow reserve, oldest first: (start, length) of each reserved mapping.
+    reserved: Vec<(usize, usize)>,
     /// Start of every pooled buffer ever handed out (chunk memory: mapped until the pool is freed).
     pooled_addrs: Vec<usize>,
     /// The pool is gone and its memory was checked.
@@ -509,6 +522,7 @@ impl Harness {
                 if let Some(p) = self.open_pool(*pool) {
                     let h = self.pools[p].handles[0].clone();
                     self.worker(*worker).call(Cmd::Trim(h))?;
+                    self.reserve_emptied(p)?;
                     if *all {
                         // Every other worker honours the trim at its next pool operation.
                         self.poke_all()?;
@@ -539,6 +553,11 @@ impl Harness {
             .overflow(cfg.overflow)
             .max_overflow(cfg.max_overflow)
             .prealloc(cfg.prealloc)
+            .overflow_decay(if cfg.reserve {
+                std::time::Duration::from_secs(3600)
+            } else {
+                std::time::Duration::ZERO
+            })
             // Debug test builds poison released buffers: any write after release by the pool's own logic (a slot
             // handed to two holders, a stamp written after the release) would show in `poison_violations`.
             .poison_on_release(cfg!(debug_assertions));
@@ -574,7 +593,9 @@ impl Harness {
             attempts: 0,
             ok_pooled: 0,
             ok_overflow: 0,
+            ok_reuse: 0,
             exhausted: 0,
+            reserved: Vec::new(),
             pooled_addrs: Vec::new(),
             checked: false,
         });
@@ -595,7 +616,9 @@ impl Harness {
         let cap = m.cfg.capacity;
         let freelist_empty = before.idle == before.cached;
         let all_mapped = before.pooled_buffers == cap;
-        let permit_free = m.live_overflow < m.max_overflow;
+        // A reserved mapping holds its permit, and is itself what an overflow acquire gets.
+        let permit_free =
+            m.live_overflow + m.reserved.len() < m.max_overflow || !m.reserved.is_empty();
         match r {
             Ok(buf) => {
                 let start = buf.as_ptr() as usize;
@@ -640,7 +663,17 @@ impl Harness {
                         );
                     }
                     m.live_overflow += 1;
-                    m.ok_overflow += 1;
+                    match m.reserved.pop() {
+                        Some((addr, len)) => {
+                            ensure!(
+                                (addr, len) == (start, buf.len()),
+                                "reused {start:#x}+{} instead of the newest reserved {addr:#x}+{len}",
+                                buf.len()
+                            );
+                            m.ok_reuse += 1;
+                        }
+                        None => m.ok_overflow += 1,
+                    }
                 } else {
                     m.live_pooled += 1;
                     m.ok_pooled += 1;
@@ -695,7 +728,11 @@ impl Harness {
         let len = l.buf.len();
         self.worker(w).call(Cmd::Release(l.buf, l.stamp))?;
         let m = &mut self.pools[p];
-        if overflow {
+        if overflow && m.cfg.reserve && !m.handles.is_empty() {
+            // Kept mapped in the reserve, whichever thread released it.
+            m.live_overflow -= 1;
+            m.reserved.push((start, len));
+        } else if overflow {
             m.live_overflow -= 1;
             // Unmapped right away, on whichever thread released it.
             let pages: Vec<usize> = (start..start + len).step_by(page()).collect();
@@ -720,12 +757,33 @@ impl Harness {
         Ok(())
     }
 
+    /// The reserve of pool `p` was just emptied (`trim()`, or the last handle dropped): its pages are unmapped.
+    fn reserve_emptied(&mut self, p: usize) -> Result<(), TestCaseError> {
+        let reserved = std::mem::take(&mut self.pools[p].reserved);
+        let pages: Vec<usize> = reserved
+            .iter()
+            .flat_map(|&(start, len)| (start..start + len).step_by(page()))
+            .collect();
+        let left = still_mapped(&pages, &mut self.scratch);
+        ensure!(
+            left.is_empty(),
+            "emptied reserve still mapped: {} pages, e.g. {:#x} in {}",
+            left.len(),
+            left[0].0,
+            left[0].1
+        );
+        Ok(())
+    }
+
     /// Stats if the pool is open; the memory check if it just died.
     fn after_change(&mut self, p: usize) -> Result<(), TestCaseError> {
         let m = &self.pools[p];
         if !m.handles.is_empty() {
             return self.check_stats(p);
         }
+        // The last handle's drop empties the reserve at once.
+        self.reserve_emptied(p)?;
+        let m = &self.pools[p];
         if m.live_pooled + m.live_overflow == 0 && self.check_on_death {
             self.poke_all()?;
             self.check_unmapped(p)?;
@@ -794,21 +852,37 @@ impl Harness {
                 s.acquires,
                 s.pool_hits,
                 s.overflow_maps,
+                s.overflow_reuses,
                 s.exhausted,
                 s.os_errors
-            ) == (m.attempts, m.ok_pooled, m.ok_overflow, m.exhausted, 0),
-            "counters {s:?} vs model attempts {} pooled {} overflow {} exhausted {}",
+            ) == (
+                m.attempts,
+                m.ok_pooled,
+                m.ok_overflow,
+                m.ok_reuse,
+                m.exhausted,
+                0
+            ),
+            "counters {s:?} vs model attempts {} pooled {} overflow {} reused {} exhausted {}",
             m.attempts,
             m.ok_pooled,
             m.ok_overflow,
+            m.ok_reuse,
             m.exhausted
         );
         ensure!(
-            s.overflow_maps - s.overflow_unmaps == m.live_overflow as u64,
+            (s.reserve_buffers, s.reserve_bytes, s.decay_unmaps)
+                == (m.reserved.len(), m.reserved.len() * m.buf_size, 0),
+            "reserve {s:?} vs model {}",
+            m.reserved.len()
+        );
+        ensure!(
+            s.overflow_maps - s.overflow_unmaps == (m.live_overflow + m.reserved.len()) as u64,
             "{s:?}"
         );
         ensure!(
-            s.mapped_bytes == (s.pooled_buffers + s.overflow_in_use) * m.buf_size,
+            s.mapped_bytes
+                == (s.pooled_buffers + s.overflow_in_use + s.reserve_buffers) * m.buf_size,
             "mapped_bytes {s:?}"
         );
         let bound = cap * m.buf_size + m.max_overflow * m.buf_size;
@@ -894,6 +968,7 @@ fn model_smoke() {
         overflow: OverflowPolicy::Map,
         max_overflow: 1,
         prealloc: false,
+        reserve: true,
     };
     let mut ops = vec![Op::Build(cfg.clone())];
     ops.extend((0..6).map(|i| Op::Acquire { pool: 0, worker: i }));

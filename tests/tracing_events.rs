@@ -1,5 +1,5 @@
-//! Operator-facing tracing events, target "pagepool": debug on chunk and overflow map/unmap, warn when
-//! overflow starts, error on OS failures.
+//! Operator-facing tracing events, target "pagepool": debug on chunk and overflow map/unmap (and the overflow
+//! reserve's unmaps), warn when overflow starts, error on OS failures.
 
 mod common;
 use common::Recorder;
@@ -13,12 +13,26 @@ fn events_at_the_points_an_operator_cares_about() {
         let pool = PagePool::builder()
             .buf_size(8192)
             .capacity(1)
+            .overflow_decay(std::time::Duration::ZERO)
             .build()
             .unwrap();
         let a = pool.acquire().unwrap(); // maps the chunk
         let o1 = pool.acquire().unwrap(); // overflow starts: warn + debug map
         let o2 = pool.acquire().unwrap(); // still overflowing: no second warning
-        drop((o1, o2, a));
+        drop((o1, o2, a)); // no reserve: debug unmap, each
+        let reserving = PagePool::builder()
+            .buf_size(8192)
+            .capacity(1)
+            .overflow_decay(std::time::Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let a = reserving.acquire().unwrap(); // a chunk
+        let o: Vec<_> = (0..3).map(|_| reserving.acquire().unwrap()).collect(); // warn, 3 maps
+        drop(o); // kept in the reserve: no event
+        let o = reserving.acquire().unwrap(); // reused: no event
+        drop((o, a));
+        reserving.trim(); // one debug event for the three reserved buffers
+        drop(reserving); // nothing left in the reserve: no event
         let huge = PagePool::builder()
             .buf_size(1 << 47)
             .capacity(1)
@@ -38,11 +52,16 @@ fn events_at_the_points_an_operator_cares_about() {
             .filter(|e| e.level == lvl && e.message.starts_with(text))
             .count()
     };
-    assert_eq!(count(Level::DEBUG, "mapped pool chunk"), 1, "{ours:#?}");
-    assert_eq!(count(Level::WARN, "pool exhausted"), 1, "{ours:#?}");
+    assert_eq!(count(Level::DEBUG, "mapped pool chunk"), 2, "{ours:#?}");
+    assert_eq!(count(Level::WARN, "pool exhausted"), 2, "{ours:#?}");
     assert_eq!(
         count(Level::DEBUG, "mapped overflow buffer"),
-        2,
+        5,
+        "{ours:#?}"
+    );
+    assert_eq!(
+        count(Level::DEBUG, "unmapped reserved overflow buffers"),
+        1,
         "{ours:#?}"
     );
     assert_eq!(

@@ -171,13 +171,18 @@ fn no_waiter_starves_while_others_keep_acquiring() {
     assert_eq!(s.pool_hits, 3 * rounds + barged.load(Relaxed));
 }
 
+/// Without an overflow reserve the waiter gets the permit and maps; with one, the released mapping itself.
 #[test]
 fn an_overflow_permit_is_handed_to_a_waiter() {
-    for b in [
+    for (b, decay) in [
         PagePool::builder().max_overflow(1),
         PagePool::builder().max_bytes(2 * page()),
-    ] {
+    ]
+    .into_iter()
+    .flat_map(|b| [(b.clone(), Duration::ZERO), (b, Duration::from_secs(3600))])
+    {
         let pool = b
+            .overflow_decay(decay)
             .buf_size(page())
             .capacity(1)
             .overflow(OverflowPolicy::Wait)
@@ -194,11 +199,30 @@ fn an_overflow_permit_is_handed_to_a_waiter() {
         });
         drop(pooled);
         let s = pool.stats();
-        assert_eq!(
-            (s.overflow_in_use, s.overflow_maps, s.overflow_unmaps),
-            (0, 2, 2)
-        );
-        assert_eq!(s.mapped_bytes, page());
+        if decay.is_zero() {
+            assert_eq!(
+                (
+                    s.overflow_in_use,
+                    s.overflow_maps,
+                    s.overflow_unmaps,
+                    s.overflow_reuses
+                ),
+                (0, 2, 2, 0)
+            );
+        } else {
+            assert_eq!(
+                (
+                    s.overflow_in_use,
+                    s.overflow_maps,
+                    s.overflow_unmaps,
+                    s.overflow_reuses
+                ),
+                (0, 1, 0, 1)
+            );
+            assert_eq!((s.reserve_buffers, s.mapped_bytes), (1, 2 * page()));
+            pool.trim();
+        }
+        assert_eq!(pool.stats().mapped_bytes, page());
     }
 }
 

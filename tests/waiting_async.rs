@@ -179,6 +179,18 @@ fn dropping_pending_futures_while_releasing_loses_nothing() {
                 (0, 0, 0, s.pooled_buffers),
                 "round {rounds}: {s:?}"
             );
+            // The overflow buffer, passed from waiter to waiter as a mapping, ends in the reserve.
+            assert_eq!(
+                s.overflow_maps,
+                s.overflow_unmaps + s.reserve_buffers as u64,
+                "round {rounds}: {s:?}"
+            );
+            assert_eq!(
+                s.mapped_bytes,
+                s.pooled_buffers * pagepool::page_size() + s.reserve_bytes
+            );
+            pool.trim();
+            let s = pool.stats();
             assert_eq!(s.overflow_maps, s.overflow_unmaps);
             assert_eq!(s.mapped_bytes, s.pooled_buffers * pagepool::page_size());
         }

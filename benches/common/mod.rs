@@ -376,12 +376,14 @@ pub fn prealloc_pool_nocache(capacity: usize) -> PagePool {
         .expect("build pool")
 }
 
-/// An exhausted pool: capacity 1 with that one buffer held by the returned `AlignedBuf`, overflow by mapping.
-pub fn exhausted_pool() -> (PagePool, AlignedBuf) {
+/// An exhausted pool: capacity 1 with that one buffer held by the returned `AlignedBuf`, overflow by mapping,
+/// with the given `overflow_decay` (`Duration::ZERO`: every overflow buffer mapped and unmapped).
+pub fn exhausted_pool(decay: std::time::Duration) -> (PagePool, AlignedBuf) {
     let pool = PagePool::builder()
         .buf_size(BUF_SIZE)
         .capacity(1)
         .overflow(OverflowPolicy::Map)
+        .overflow_decay(decay)
         .build()
         .expect("build pool");
     let held = pool.acquire().expect("the one pooled buffer");

@@ -6,6 +6,11 @@
 //! live buffers overlap, every buffer is aligned and keeps the stamp written over its whole length at acquire,
 //! `idle + in_use + uncommitted == pooled_buffers` with nothing held out uncommitted, live counts and counters equal the model's, `mapped_bytes` stays within
 //! `capacity * buf_size + max_overflow * buf_size`. Any violation panics (a libFuzzer crash).
+//!
+//! The overflow reserve (`overflow_decay`) is off or on (an hour: nothing decays by time during a run), by bit 7
+//! of the first configuration byte. The model keeps it as a stack of addresses: a released overflow buffer of
+//! an open pool goes on top, the next overflow acquire must get that very mapping back (counted in
+//! `overflow_reuses`, not `overflow_maps`), `trim()` and the last handle's drop empty it.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -18,6 +23,7 @@ struct Cfg {
     overflow: OverflowPolicy,
     max_overflow: usize,
     prealloc: bool,
+    reserve: bool,
 }
 
 impl Cfg {
@@ -34,6 +40,8 @@ impl Cfg {
             },
             max_overflow: (b[3] as usize >> 1) % 9,
             prealloc: b[3] & 0x80 != 0,
+            // `buf_size` reads only the low two bits of b[0].
+            reserve: b[0] & 0x80 != 0,
         }
     }
 }
@@ -47,7 +55,10 @@ struct Model {
     attempts: u64,
     ok_pooled: u64,
     ok_overflow: u64,
+    ok_reuse: u64,
     exhausted: u64,
+    /// Addresses of the reserved overflow buffers, oldest first.
+    reserved: Vec<usize>,
 }
 
 struct Live {
@@ -90,7 +101,12 @@ fn build(cfg: Cfg) -> Model {
         .capacity(cfg.capacity)
         .overflow(cfg.overflow)
         .max_overflow(cfg.max_overflow)
-        .prealloc(cfg.prealloc);
+        .prealloc(cfg.prealloc)
+        .overflow_decay(if cfg.reserve {
+            std::time::Duration::from_secs(3600)
+        } else {
+            std::time::Duration::ZERO
+        });
     if let Some(t) = cfg.thread_cache {
         b = b.thread_cache(t);
     }
@@ -108,7 +124,9 @@ fn build(cfg: Cfg) -> Model {
         attempts: 0,
         ok_pooled: 0,
         ok_overflow: 0,
+        ok_reuse: 0,
         exhausted: 0,
+        reserved: Vec::new(),
     }
 }
 
@@ -134,20 +152,33 @@ fn check_stats(m: &Model) {
             s.acquires,
             s.pool_hits,
             s.overflow_maps,
+            s.overflow_reuses,
             s.exhausted,
             s.os_errors
         ),
-        (m.attempts, m.ok_pooled, m.ok_overflow, m.exhausted, 0),
+        (
+            m.attempts,
+            m.ok_pooled,
+            m.ok_overflow,
+            m.ok_reuse,
+            m.exhausted,
+            0
+        ),
+        "{s:?}"
+    );
+    assert_eq!(
+        (s.reserve_buffers, s.reserve_bytes, s.decay_unmaps),
+        (m.reserved.len(), m.reserved.len() * m.cfg.buf_size, 0),
         "{s:?}"
     );
     assert_eq!(
         s.overflow_maps - s.overflow_unmaps,
-        m.live_overflow as u64,
+        (m.live_overflow + m.reserved.len()) as u64,
         "{s:?}"
     );
     assert_eq!(
         s.mapped_bytes,
-        (s.pooled_buffers + s.overflow_in_use) * m.cfg.buf_size,
+        (s.pooled_buffers + s.overflow_in_use + s.reserve_buffers) * m.cfg.buf_size,
         "{s:?}"
     );
     assert!(
@@ -187,13 +218,23 @@ fuzz_target!(|data: &[u8]| {
                             );
                         }
                         if buf.is_overflow() {
-                            assert!(m.live_overflow < m.max_overflow);
+                            // A reserved buffer holds its permit: buffers out plus reserved stay within it.
+                            assert!(m.live_overflow + m.reserved.len() <= m.max_overflow);
                             assert!(
                                 before.idle == before.cached
                                     && before.pooled_buffers == m.cfg.capacity
                             );
                             m.live_overflow += 1;
-                            m.ok_overflow += 1;
+                            match m.reserved.pop() {
+                                Some(addr) => {
+                                    assert_eq!(addr, start, "not the newest reserved buffer");
+                                    m.ok_reuse += 1;
+                                }
+                                None => {
+                                    assert!(m.live_overflow <= m.max_overflow);
+                                    m.ok_overflow += 1;
+                                }
+                            }
                         } else {
                             m.live_pooled += 1;
                             m.ok_pooled += 1;
@@ -207,9 +248,10 @@ fuzz_target!(|data: &[u8]| {
                         });
                     }
                     Err(AcquireError::Exhausted { .. }) => {
-                        // One thread: nothing idle anywhere, every permit taken.
+                        // One thread: nothing idle anywhere, every permit taken, nothing reserved.
                         assert_eq!(m.live_pooled, m.cfg.capacity, "{before:?}");
                         assert_eq!(m.live_overflow, m.max_overflow, "{before:?}");
+                        assert!(m.reserved.is_empty(), "{before:?}");
                         m.exhausted += 1;
                     }
                     Err(e) => panic!("acquire: {e}"),
@@ -225,6 +267,10 @@ fuzz_target!(|data: &[u8]| {
                 let m = &mut pools[l.pool];
                 if l.buf.is_overflow() {
                     m.live_overflow -= 1;
+                    // Kept in the reserve of an open pool; unmapped by a closed one.
+                    if m.cfg.reserve && !m.handles.is_empty() {
+                        m.reserved.push(l.buf.as_ptr() as usize);
+                    }
                 } else {
                     m.live_pooled -= 1;
                 }
@@ -238,15 +284,25 @@ fuzz_target!(|data: &[u8]| {
                         let c = h.clone();
                         m.handles.push(c);
                     }
-                    (false, Some(_)) => drop(m.handles.pop()),
+                    (false, Some(_)) => {
+                        drop(m.handles.pop());
+                        if m.handles.is_empty() {
+                            // The last handle's drop empties the reserve.
+                            m.reserved.clear();
+                        }
+                    }
                     _ => {}
                 }
                 check_stats(m);
             }
             8 => {
-                if let Some(h) = pools[p].handles.first() {
+                if let Some(h) = pools[p].handles.first().cloned() {
                     h.trim();
-                    assert_eq!(h.stats().cached, 0, "trim flushes this thread's cache");
+                    pools[p].reserved.clear();
+                    let s = h.stats();
+                    assert_eq!(s.cached, 0, "trim flushes this thread's cache");
+                    assert_eq!((s.reserve_buffers, s.reserve_bytes), (0, 0), "trim empties the reserve");
+                    check_stats(&pools[p]);
                 }
                 live.iter().for_each(verify);
             }
@@ -264,15 +320,24 @@ fuzz_target!(|data: &[u8]| {
         let m = &mut pools[l.pool];
         if l.buf.is_overflow() {
             m.live_overflow -= 1;
+            if m.cfg.reserve && !m.handles.is_empty() {
+                m.reserved.push(l.buf.as_ptr() as usize);
+            }
         } else {
             m.live_pooled -= 1;
         }
-    }
-    for m in &pools {
+        drop(l);
         check_stats(m);
-        if let Some(h) = m.handles.first() {
+    }
+    for m in &mut pools {
+        check_stats(m);
+        if let Some(h) = m.handles.first().cloned() {
             let s = h.stats();
             assert_eq!((s.in_use, s.overflow_in_use), (0, 0), "{s:?}");
+            h.trim();
+            m.reserved.clear();
+            check_stats(m);
+            let s = h.stats();
             assert_eq!(s.overflow_maps, s.overflow_unmaps, "{s:?}");
         }
     }
