@@ -45,7 +45,9 @@ fn overflow(c: &mut Criterion) {
     assert_eq!(zero.stats().overflow_in_use, 0);
     let s = reserve.stats();
     assert_eq!(s.overflow_in_use, 0);
-    assert!(s.overflow_reuses > 100 * s.overflow_maps.max(1), "{s:?}");
+    // Reuse, not a mapping per cycle (one cycle per variant in `cargo test --benches`; a decay may expire
+    // between benchmark functions, so not exactly one mapping either).
+    assert!(s.overflow_reuses >= s.overflow_maps, "{s:?}");
     drop((held_zero, held_reserve));
     g.finish();
 }
