@@ -11,9 +11,9 @@
 //! Entries are kept in the order they came in: taken newest first (its pages are the likeliest to be warm),
 //! unmapped oldest first, so the front is always the longest idle. The list is behind a `crate::sync::Mutex`
 //! (loom's under `--cfg loom`, so the models see it); every critical section is a push or pop on a `VecDeque`
-//! and no system call or foreign code runs under it. A spin lock on a `crate::sync` atomic, which TSan would
-//! see too, made the loom models spin for ever (a waiter re-reading a lock word loom keeps stale); std's
-//! `Mutex` is precompiled, so TSan sees only its uncontended path (docs/safety.md, "Running the checks").
+//! and no system call or foreign code runs under it. A spin lock on a `crate::sync` atomic made the loom
+//! models spin for ever (a waiter re-reading a lock word loom keeps stale); std's `Mutex` takes a contended
+//! lock inside precompiled code TSan cannot see, so TSan builds wrap it (`crate::sync`, `--cfg pagepool_tsan`).
 
 use crate::overflow::OverflowBuf;
 use crate::sync::{lock, AtomicUsize, Mutex};

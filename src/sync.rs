@@ -13,8 +13,13 @@ pub(crate) use loom::sync::{
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
     atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize},
-    Arc, Mutex,
+    Arc,
 };
+
+#[cfg(all(not(loom), not(pagepool_tsan)))]
+pub(crate) use std::sync::Mutex;
+#[cfg(all(not(loom), pagepool_tsan))]
+pub(crate) use tsan::Mutex;
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::fence;
@@ -46,8 +51,82 @@ pub(crate) fn park_until(_deadline: Option<std::time::Instant>) {
 
 /// Locks `m`, ignoring poisoning: the data behind our mutexes (chunk bookkeeping) stays consistent even if a
 /// holder panicked, because every critical section is a single store.
+#[cfg(not(all(not(loom), pagepool_tsan)))]
 pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// See the other `lock`.
+#[cfg(all(not(loom), pagepool_tsan))]
+pub(crate) fn lock<T>(m: &Mutex<T>) -> impl std::ops::DerefMut<Target = T> + '_ {
+    m.lock()
+}
+
+/// `std::sync::Mutex` as ThreadSanitizer builds see it (`--cfg pagepool_tsan`, set by `ci/sanitizers.sh`).
+///
+/// std is precompiled here (no `rust-src`, so no `-Zbuild-std`): the inlined uncontended lock and the unlock
+/// are instrumented, but a lock that had to wait takes its `Acquire` inside std's uninstrumented slow path,
+/// and TSan then reports the critical sections of two threads as a race (it did, on the overflow reserve's
+/// list). This wrapper adds what TSan can see: each holder stores to `handoff` with `Release` before it
+/// unlocks, and each new holder loads it with `Acquire` once it holds the lock. The edge it shows TSan is one
+/// the mutex really provides; it adds none the pool relies on. Normal builds use std's `Mutex` itself.
+#[cfg(all(not(loom), pagepool_tsan))]
+mod tsan {
+    use std::sync::atomic::{
+        AtomicUsize,
+        Ordering::{Acquire, Release},
+    };
+
+    #[derive(Debug, Default)]
+    pub(crate) struct Mutex<T> {
+        inner: std::sync::Mutex<T>,
+        handoff: AtomicUsize,
+    }
+
+    impl<T> Mutex<T> {
+        pub(crate) const fn new(t: T) -> Self {
+            Mutex {
+                inner: std::sync::Mutex::new(t),
+                handoff: AtomicUsize::new(0),
+            }
+        }
+
+        /// Locks, ignoring poisoning (as `super::lock`).
+        pub(crate) fn lock(&self) -> Guard<'_, T> {
+            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            // Acquire: pairs with the previous holder's Release store in `Guard::drop`.
+            self.handoff.load(Acquire);
+            Guard {
+                inner,
+                handoff: &self.handoff,
+            }
+        }
+    }
+
+    pub(crate) struct Guard<'a, T> {
+        inner: std::sync::MutexGuard<'a, T>,
+        handoff: &'a AtomicUsize,
+    }
+
+    impl<T> Drop for Guard<'_, T> {
+        fn drop(&mut self) {
+            // Release, before `inner` (dropped after this body) unlocks.
+            self.handoff.store(0, Release);
+        }
+    }
+
+    impl<T> std::ops::Deref for Guard<'_, T> {
+        type Target = T;
+        fn deref(&self) -> &T {
+            &self.inner
+        }
+    }
+
+    impl<T> std::ops::DerefMut for Guard<'_, T> {
+        fn deref_mut(&mut self) -> &mut T {
+            &mut self.inner
+        }
+    }
 }
 
 /// Runs foreign code that a drop may reach (a buffer, a future, a pool handle, a thread-local destructor at
