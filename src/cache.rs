@@ -88,8 +88,14 @@ struct Entry {
     inner: NonNull<Inner>,
     /// Idle slots, most recently released last (handed out first: warm in cache and TLB).
     slots: Vec<Cached>,
-    /// The pool's `cache_size`: the most slots kept (copied here so the hit path reads one line).
+    /// The most slots kept now (here so the hit path reads one line): the pool's `cache_size` at first, more
+    /// once the cache has grown ([`grow`](Self::grow)). `slots` always has room for `cap` without
+    /// reallocating.
     cap: usize,
+    /// A refill since the last flush: the thread takes more than the cache holds (see [`grow`](Self::grow)).
+    refilled: bool,
+    /// Flushes in a row without a refill between them (see [`shrink`](Self::shrink)).
+    overages: u8,
     /// The pool's trim epoch this entry last honoured.
     trim_seen: u64,
     hits: u64,
@@ -119,6 +125,75 @@ impl Entry {
         // Relaxed: a statistic; no other memory is read on the strength of it.
         self.stats.hits.store(self.hits, Relaxed);
         self.publish();
+    }
+
+    /// Grows a full cache instead of flushing it, if its thread has refilled it since it last flushed: the
+    /// thread's demand exceeds the cache, and every round would otherwise move the excess through shared memory
+    /// twice. Doubles `cap`, within the pool's `cache_max` and what is left of the room all caches share
+    /// (`Inner::cache_room`, a read-modify-write on this cold path only). `false`: flush as usual.
+    fn grow(&mut self) -> bool {
+        let inner = self.inner();
+        if !self.refilled || self.cap >= inner.cache_max {
+            return false;
+        }
+        let want = self.cap.min(inner.cache_max - self.cap);
+        // Relaxed: a count of room, not a publication; each slot of room is claimed by exactly one
+        // read-modify-write.
+        let got = inner
+            .cache_room
+            .fetch_update(Relaxed, Relaxed, |room| {
+                (room > 0).then(|| room - want.min(room))
+            })
+            .map_or(0, |room| want.min(room));
+        if got == 0 {
+            return false;
+        }
+        self.cap += got;
+        // The hit path writes up to `cap` slots without a capacity check.
+        self.slots.reserve_exact(self.cap - self.slots.len());
+        true
+    }
+
+    /// Gives back to the shared room what `cap` has grown beyond `cap_to` (not below the pool's `cache_size`).
+    fn shrink(&mut self, cap_to: usize) {
+        let inner = self.inner();
+        let cap_to = cap_to.max(inner.cache_size);
+        if self.cap > cap_to {
+            // Relaxed: see `grow`.
+            inner.cache_room.fetch_add(self.cap - cap_to, Relaxed);
+            self.cap = cap_to;
+        }
+    }
+
+    /// Makes room at a release into a full cache: grows it (see [`grow`](Self::grow)), or else flushes its
+    /// older half. A thread that keeps flushing without refilling (it releases what other threads took) halves
+    /// a grown cache after every third such flush in a row.
+    fn make_room(&mut self, owed: &mut Vec<Ref>) {
+        if self.grow() {
+            return;
+        }
+        if self.refilled {
+            self.overages = 0;
+        } else {
+            self.overages = self.overages.saturating_add(1);
+            if self.overages >= 3 {
+                self.overages = 0;
+                self.shrink(self.cap / 2);
+            }
+        }
+        self.refilled = false;
+        let keep = self.cap - (self.cap / 2).max(1);
+        let n = self.slots.len().saturating_sub(keep);
+        self.flush(n, owed);
+    }
+
+    /// Flushes every slot and shrinks the cache to its starting size (a trim).
+    fn trim(&mut self, owed: &mut Vec<Ref>) {
+        let n = self.slots.len();
+        self.flush(n, owed);
+        self.shrink(0);
+        self.refilled = false;
+        self.overages = 0;
     }
 
     /// Moves the oldest `n` slots back to the pool and drops their references: whole magazines to the depot
@@ -157,7 +232,7 @@ impl Entry {
     /// `Inner`, whose teardown emits an event (foreign code), so that happens only once the caller's books
     /// balance and the caches are no longer borrowed ([`settle`]).
     fn close(mut self, owed: &mut Vec<Ref>) {
-        self.flush(self.slots.len(), owed);
+        self.trim(owed);
         self.inner().unregister_cache(&self.stats, self.hits);
         let inner = self.inner;
         drop(self);
@@ -226,8 +301,7 @@ impl Local {
             let trim = e.inner().trim_epoch();
             if trim != e.trim_seen {
                 e.trim_seen = trim;
-                let n = e.slots.len();
-                e.flush(n, &mut self.owed);
+                e.trim(&mut self.owed);
             }
             i += 1;
         }
@@ -272,6 +346,8 @@ impl Local {
                 inner,
                 slots: Vec::with_capacity(r.cache_size),
                 cap: r.cache_size,
+                refilled: false,
+                overages: 0,
                 trim_seen: r.trim_epoch(),
                 hits: 0,
                 stats,
@@ -488,17 +564,17 @@ fn refill(e: &mut Entry) -> Option<Cached> {
         slot,
         ptr: inner.slot_ptr(slot),
     };
-    let from_depot = inner
-        .depot
-        .as_ref()
-        .is_some_and(|d| d.take_into(&mut e.slots, cached));
-    if !from_depot {
-        let want = (inner.cache_size / 2).max(1);
-        for _ in 0..want {
-            match inner.free.pop() {
-                Some(s) => e.slots.push(cached(s)),
-                None => break,
-            }
+    e.refilled = true;
+    // Half the cache: whole magazines while the depot has them, then slot by slot from the freelist. (The
+    // cache is empty here, and `want <= cap`: no reallocation.)
+    let want = (e.cap / 2).max(1);
+    if let Some(d) = &inner.depot {
+        while e.slots.len() + d.mag() <= want && d.take_into(&mut e.slots, cached) {}
+    }
+    while e.slots.len() < want {
+        match inner.free.pop() {
+            Some(s) => e.slots.push(cached(s)),
+            None => break,
         }
     }
     let got = e.slots.len();
@@ -527,8 +603,7 @@ pub(crate) fn release(inner: NonNull<Inner>, slot: Cached) -> bool {
             return None;
         }
         if e.slots.len() >= e.cap {
-            let half = (e.cap / 2).max(1);
-            e.flush(half, &mut owed);
+            e.make_room(&mut owed);
         }
         e.slots.push(slot);
         e.publish();
@@ -551,8 +626,7 @@ pub(crate) fn close_local(inner: NonNull<Inner>) {
 pub(crate) fn flush_local(inner: NonNull<Inner>) {
     borrow_local(|l| {
         let e = l.entries.iter_mut().find(|e| e.inner == inner)?;
-        let n = e.slots.len();
-        e.flush(n, &mut l.owed);
+        e.trim(&mut l.owed);
         e.trim_seen = e.inner().trim_epoch();
         Some(())
     });

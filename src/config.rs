@@ -87,7 +87,8 @@ pub enum HugePages {
 ///
 /// Defaults: `buf_size` = [`page_size()`](crate::page_size), `capacity` = 1024, `alignment` = page size,
 /// [`OverflowPolicy::Map`], `max_overflow` = unlimited, `max_bytes` = unlimited, `prealloc` = false,
-/// `thread_cache` = `min(64, capacity / 16)`, `overflow_decay` = [`DEFAULT_OVERFLOW_DECAY`] (1 s).
+/// `thread_cache` = `min(16, capacity / 4)` (at least 1) growing with use up to `max_thread_cache` =
+/// `min(4096, capacity)`, `overflow_decay` = [`DEFAULT_OVERFLOW_DECAY`] (1 s).
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until .build() is called"]
 pub struct PoolBuilder {
@@ -98,6 +99,7 @@ pub struct PoolBuilder {
     pub(crate) max_overflow: usize,
     pub(crate) prealloc: bool,
     pub(crate) thread_cache: Option<usize>,
+    pub(crate) max_thread_cache: Option<usize>,
     pub(crate) zero_on_release: bool,
     pub(crate) poison_on_release: bool,
     pub(crate) lock_memory: LockPolicy,
@@ -128,8 +130,11 @@ pub const MAX_SIZE_CLASSES: usize = 32;
 /// a second of the demand dropping (measurements in docs/benchmarks.md, "Overflow reserve").
 pub const DEFAULT_OVERFLOW_DECAY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The default thread cache holds at most this many slots.
-const DEFAULT_THREAD_CACHE: usize = 64;
+/// A default thread cache starts with room for at most this many slots (and a quarter of the capacity).
+const DEFAULT_THREAD_CACHE: usize = 16;
+
+/// A default thread cache grows to at most this many slots (and the capacity).
+const DEFAULT_MAX_THREAD_CACHE: usize = 4096;
 
 impl Default for PoolBuilder {
     fn default() -> Self {
@@ -141,6 +146,7 @@ impl Default for PoolBuilder {
             max_overflow: usize::MAX,
             prealloc: false,
             thread_cache: None,
+            max_thread_cache: None,
             zero_on_release: false,
             poison_on_release: false,
             lock_memory: LockPolicy::Off,
@@ -257,15 +263,37 @@ impl PoolBuilder {
         self
     }
 
-    /// Idle slots each thread may keep in its own cache (at most `capacity`; 0 turns caching off).
+    /// Idle slots each thread may keep in its own cache at first (at most `capacity`; 0 turns caching off).
+    /// Set alone, the size is fixed; with [`max_thread_cache`](Self::max_thread_cache) it is where an adaptive
+    /// cache starts.
     ///
     /// A thread's cache serves its acquires and absorbs its releases without touching shared memory; it
-    /// refills and flushes half its size at a time from the shared freelist. Idle buffers resting in one
-    /// thread's cache are not available to other threads until flushed (by a full cache, thread exit, or
+    /// refills and flushes half its size at a time from the shared depot and freelist. Idle buffers resting in
+    /// one thread's cache are not available to other threads until flushed (by a full cache, thread exit, or
     /// [`PagePool::trim`](crate::PagePool::trim)), so size `capacity` for the demand plus
-    /// `threads x thread_cache`, or set 0 for strict accounting. Default: `min(64, capacity / 16)`.
+    /// `threads x thread_cache`, or set 0 for strict accounting.
+    ///
+    /// Default: adaptive, starting at `min(16, capacity / 4)` (at least 1) and growing up to
+    /// `max_thread_cache`.
     pub fn thread_cache(mut self, slots: usize) -> Self {
         self.thread_cache = Some(slots);
+        self
+    }
+
+    /// The most idle slots an adaptive thread cache may grow to (at most `capacity`, at least `thread_cache`).
+    ///
+    /// An adaptive cache grows while its thread's demand exceeds it: when the cache is full at a release and
+    /// the thread has refilled it since it last flushed (it takes more buffers than the cache holds, then gives
+    /// them back), the cache doubles instead of flushing, so a thread that takes and returns N buffers per
+    /// round settles at a cache of about N and stops touching shared memory. It shrinks back by halves when
+    /// the thread keeps flushing without refilling (it releases more than it takes, e.g. buffers acquired by
+    /// other threads), and to its starting size at [`PagePool::trim`](crate::PagePool::trim). All caches of a
+    /// pool together grow by at most `capacity` slots beyond their starting sizes.
+    ///
+    /// Default: `min(4096, capacity)` when `thread_cache` is not set; equal to `thread_cache` (a fixed cache)
+    /// when it is.
+    pub fn max_thread_cache(mut self, slots: usize) -> Self {
+        self.max_thread_cache = Some(slots);
         self
     }
 
@@ -448,6 +476,32 @@ impl PoolBuilder {
     }
 
     /// Checks every setting and derives the memory layout.
+    /// The starting and the largest size of each thread cache.
+    fn thread_caches(&self) -> Result<(usize, usize), ConfigError> {
+        let capacity = self.capacity;
+        let default_start = DEFAULT_THREAD_CACHE.min(capacity / 4).max(1);
+        if let Some(n) = self.thread_cache.filter(|&n| n > capacity) {
+            return Err(ConfigError::ThreadCacheTooLarge {
+                thread_cache: n,
+                capacity,
+            });
+        }
+        let (start, max) = match (self.thread_cache, self.max_thread_cache) {
+            (None, None) => (default_start, DEFAULT_MAX_THREAD_CACHE.min(capacity)),
+            (Some(n), None) => (n, n),
+            (None, Some(m)) => (default_start.min(m), m),
+            (Some(n), Some(m)) => (n, m),
+        };
+        if max > capacity || max < start || (start == 0 && max > 0) {
+            return Err(ConfigError::MaxThreadCache {
+                max_thread_cache: max,
+                thread_cache: start,
+                capacity,
+            });
+        }
+        Ok((start, max))
+    }
+
     pub(crate) fn layout(&self) -> Result<Layout, ConfigError> {
         if let Some(resolved) = self.resolve_direct_io()? {
             return resolved.layout();
@@ -528,16 +582,7 @@ impl PoolBuilder {
             _ => return Err(too_large()),
         }
         self.check_memory_options(align)?;
-        let thread_cache = match self.thread_cache {
-            None => DEFAULT_THREAD_CACHE.min(self.capacity / 16),
-            Some(n) if n <= self.capacity => n,
-            Some(n) => {
-                return Err(ConfigError::ThreadCacheTooLarge {
-                    thread_cache: n,
-                    capacity: self.capacity,
-                })
-            }
-        };
+        let (thread_cache, thread_cache_max) = self.thread_caches()?;
         let slots_per_chunk = slots_per_chunk(stride, self.capacity, sys::allocation_granularity());
         let chunk_shift = slots_per_chunk.trailing_zeros();
         let chunks = self.capacity.div_ceil(slots_per_chunk);
@@ -568,6 +613,7 @@ impl PoolBuilder {
             chunk_shift,
             chunks,
             thread_cache,
+            thread_cache_max,
             lead,
             chunk_align,
             chunk_round,
@@ -775,6 +821,8 @@ pub(crate) struct Layout {
     pub(crate) chunks: usize,
     /// Slots a thread cache holds at most.
     pub(crate) thread_cache: usize,
+    /// The most slots an adaptive thread cache grows to (`thread_cache` for a fixed cache).
+    pub(crate) thread_cache_max: usize,
     /// Bytes of each chunk before its first slot: the leading guard (rounded to the alignment), or 0.
     pub(crate) lead: usize,
     /// Alignment of each chunk's mapping (the buffer alignment, or the huge page size with huge pages).

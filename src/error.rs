@@ -73,6 +73,16 @@ pub enum ConfigError {
         /// The pool's capacity.
         capacity: usize,
     },
+    /// `max_thread_cache` is above `capacity`, or below `thread_cache`, or set above 0 with caching off.
+    #[error("max_thread_cache {max_thread_cache} is outside {thread_cache}..={capacity}: an adaptive thread cache grows from thread_cache (which must not be 0) up to at most the pool's capacity")]
+    MaxThreadCache {
+        /// The rejected ceiling.
+        max_thread_cache: usize,
+        /// The starting size (the one set, or the default).
+        thread_cache: usize,
+        /// The pool's capacity.
+        capacity: usize,
+    },
     /// `max_bytes` is below the smallest mapping that could serve a buffer, so the pool could never hand one out.
     #[error(
         "max_bytes {max_bytes} is below the smallest mapping that can serve a buffer ({min_bytes} bytes): {}",

@@ -157,7 +157,7 @@ pub(crate) struct Inner {
     overflow: Overflow,
     /// `references * REF | CLOSING`.
     state: AtomicUsize,
-    /// Slots a thread cache holds at most (0: no caches).
+    /// Slots a thread cache starts with room for (0: no caches).
     pub(crate) cache_size: usize,
     /// `mem.scrub`, beside `cache_size` so the release path reads one line: non-zero when released buffers
     /// are zeroed or poisoned.
@@ -168,6 +168,10 @@ pub(crate) struct Inner {
     pub(crate) depot: Option<Depot>,
     /// Trim requests (`request_trim`: `trim()` and the first waiter): caches flush when they see a new value.
     trim_epoch: AtomicU64,
+    /// The most slots an adaptive cache grows to (`cache_size` for fixed caches).
+    pub(crate) cache_max: usize,
+    /// Room left for caches to grow beyond `cache_size`, all threads together (`cache::Entry::grow`).
+    pub(crate) cache_room: AtomicUsize,
     /// Stats of live thread caches (registration is once per thread per pool).
     caches: Registry,
     /// Cache hits of caches that have gone.
@@ -896,6 +900,12 @@ impl PagePool {
             mem,
             depot: Depot::new(layout.capacity, layout.thread_cache / 2),
             trim_epoch: AtomicU64::new(0),
+            cache_max: layout.thread_cache_max,
+            cache_room: AtomicUsize::new(if layout.thread_cache_max > layout.thread_cache {
+                layout.capacity
+            } else {
+                0
+            }),
             caches: Registry::default(),
             retired_hits: StdAtomicU64::new(0),
             budget: Budget::new(b.max_bytes),
@@ -1791,10 +1801,17 @@ impl PagePool {
         self.inner().arena.layout().align
     }
 
-    /// Slots each thread's cache holds at most (0: caching off), per class with size classes (of the default
-    /// class here).
+    /// Slots each thread's cache starts with room for (0: caching off), per class with size classes (of the
+    /// default class here). See [`PoolBuilder::thread_cache`](crate::PoolBuilder::thread_cache).
     pub fn thread_cache(&self) -> usize {
         self.inner().cache_size
+    }
+
+    /// Slots an adaptive thread cache may grow to (equal to [`thread_cache`](Self::thread_cache) for a fixed
+    /// cache), per class with size classes (of the default class here). See
+    /// [`PoolBuilder::max_thread_cache`](crate::PoolBuilder::max_thread_cache).
+    pub fn max_thread_cache(&self) -> usize {
+        self.inner().cache_max
     }
 
     /// The overflow policy.
@@ -1875,6 +1892,7 @@ impl fmt::Debug for PagePool {
             .field("max_overflow", &self.inner().overflow.max)
             .field("max_bytes", &self.max_bytes())
             .field("thread_cache", &self.inner().cache_size)
+            .field("max_thread_cache", &self.inner().cache_max)
             .field("stats", &self.stats())
             .finish()
     }

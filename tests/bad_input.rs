@@ -224,11 +224,16 @@ fn drive(c: &Combo, pool: &PagePool, t: &mut Tally) {
     assert_eq!(pool.capacity(), c.capacity, "{c:?}");
     assert_eq!(pool.alignment(), align, "{c:?}");
     assert_eq!(pool.overflow_policy(), c.overflow, "{c:?}");
-    assert_eq!(
-        pool.thread_cache(),
-        c.thread_cache.unwrap_or((c.capacity / 16).min(64)),
-        "{c:?}"
-    );
+    // The default cache is adaptive: it starts at min(16, capacity / 4) (at least 1) and may
+    // grow to min(4096, capacity); a cache set alone is fixed.
+    let default_start = (c.capacity / 4).clamp(1, 16);
+    let (start, max) = match c.thread_cache {
+        Some(n) => (n, n),
+        None if default_start == 0 => (0, 0),
+        None => (default_start, c.capacity.min(4096)),
+    };
+    assert_eq!(pool.thread_cache(), start, "{c:?}");
+    assert_eq!(pool.max_thread_cache(), max, "{c:?}");
     assert!(!format!("{pool:?}").is_empty());
     let s = pool.stats();
     if c.prealloc {

@@ -428,6 +428,8 @@ struct PoolModel {
     /// `max_overflow` as the pool applies it (`Fail` allows none).
     max_overflow: usize,
     thread_cache: usize,
+    /// The most slots one thread's cache may grow to.
+    cache_max: usize,
     handles: Vec<PagePool>,
     live_pooled: usize,
     live_overflow: usize,
@@ -570,9 +572,19 @@ impl Harness {
         let thread_cache = pool.thread_cache();
         match cfg.thread_cache {
             Some(c) => ensure!(thread_cache == c, "{cfg:?}: thread_cache {thread_cache}"),
+            // Adaptive by default: starts at min(16, capacity / 4), at least 1.
             None => ensure!(
-                thread_cache == (cfg.capacity / 16).min(64),
+                thread_cache == (cfg.capacity / 4).clamp(1, 16),
                 "{cfg:?}: default thread_cache {thread_cache}"
+            ),
+        }
+        let cache_max = pool.max_thread_cache();
+        match cfg.thread_cache {
+            Some(c) => ensure!(cache_max == c, "{cfg:?}: fixed cache grows to {cache_max}"),
+            None if thread_cache == 0 => ensure!(cache_max == 0, "{cfg:?}: {cache_max}"),
+            None => ensure!(
+                cache_max == cfg.capacity.min(4096),
+                "{cfg:?}: default max_thread_cache {cache_max}"
             ),
         }
         ensure!(
@@ -587,6 +599,7 @@ impl Harness {
                 _ => cfg.max_overflow,
             },
             thread_cache,
+            cache_max,
             handles: vec![pool],
             live_pooled: 0,
             live_overflow: 0,
@@ -840,11 +853,15 @@ impl Harness {
             ensure!(s.pooled_buffers == cap, "prealloc: {s:?}");
         }
         ensure!(s.cached <= s.idle, "{s:?}");
+        // Each cache holds at most its ceiling, and all of them together grow by at most the capacity beyond
+        // their starting sizes.
+        let workers = self.workers.len();
         ensure!(
-            s.cached <= self.workers.len() * m.thread_cache,
-            "cached {} > {} workers x {}",
+            s.cached <= (workers * m.cache_max).min(workers * m.thread_cache + cap),
+            "cached {} > {} workers x {} (starting at {})",
             s.cached,
-            self.workers.len(),
+            workers,
+            m.cache_max,
             m.thread_cache
         );
         ensure!(

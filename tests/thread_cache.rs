@@ -22,30 +22,158 @@ fn pool(capacity: usize, cache: usize) -> PagePool {
 #[test]
 fn default_cache_size_scales_with_capacity() {
     let _g = maps_lock();
-    assert_eq!(
-        PagePool::builder()
-            .capacity(4096)
-            .build()
-            .unwrap()
-            .thread_cache(),
-        64
-    );
-    assert_eq!(
-        PagePool::builder()
-            .capacity(320)
-            .build()
-            .unwrap()
-            .thread_cache(),
-        20
-    );
-    assert_eq!(
-        PagePool::builder()
-            .capacity(8)
-            .build()
-            .unwrap()
-            .thread_cache(),
-        0
-    );
+    let sizes = |capacity| {
+        let p = PagePool::builder().capacity(capacity).build().unwrap();
+        (p.thread_cache(), p.max_thread_cache())
+    };
+    // Adaptive by default: starts at min(16, capacity / 4), grows up to min(4096, capacity).
+    assert_eq!(sizes(1 << 20), (16, 4096));
+    assert_eq!(sizes(320), (16, 320));
+    assert_eq!(sizes(8), (2, 8));
+    assert_eq!(sizes(2), (1, 2));
+    assert_eq!(sizes(1), (1, 1));
+    // Set alone, a size is fixed; with a ceiling it is where an adaptive cache starts.
+    let p = PagePool::builder()
+        .capacity(64)
+        .thread_cache(8)
+        .build()
+        .unwrap();
+    assert_eq!((p.thread_cache(), p.max_thread_cache()), (8, 8));
+    let p = PagePool::builder()
+        .capacity(64)
+        .thread_cache(8)
+        .max_thread_cache(32)
+        .build()
+        .unwrap();
+    assert_eq!((p.thread_cache(), p.max_thread_cache()), (8, 32));
+    let p = PagePool::builder()
+        .capacity(64)
+        .max_thread_cache(4)
+        .build()
+        .unwrap();
+    assert_eq!((p.thread_cache(), p.max_thread_cache()), (4, 4));
+}
+
+#[test]
+fn max_thread_cache_out_of_range_is_rejected() {
+    let _g = maps_lock();
+    let err = |b: pagepool::PoolBuilder| b.build().unwrap_err();
+    for (e, want) in [
+        (
+            err(PagePool::builder().capacity(64).max_thread_cache(65)),
+            (65, 16, 64),
+        ),
+        (
+            err(PagePool::builder()
+                .capacity(64)
+                .thread_cache(32)
+                .max_thread_cache(16)),
+            (16, 32, 64),
+        ),
+        (
+            err(PagePool::builder()
+                .capacity(64)
+                .thread_cache(0)
+                .max_thread_cache(16)),
+            (16, 0, 64),
+        ),
+    ] {
+        match e {
+            ConfigError::MaxThreadCache {
+                max_thread_cache,
+                thread_cache,
+                capacity,
+            } => assert_eq!((max_thread_cache, thread_cache, capacity), want),
+            other => panic!("expected MaxThreadCache, got {other:?}"),
+        }
+        assert!(e.to_string().contains("max_thread_cache"), "{e}");
+    }
+}
+
+/// Takes `n` buffers of `pool` and gives them back, `rounds` times, on this thread.
+fn cycle(pool: &PagePool, n: usize, rounds: usize) {
+    for _ in 0..rounds {
+        let held: Vec<_> = (0..n).map(|_| pool.acquire().unwrap()).collect();
+        drop(held);
+    }
+}
+
+#[test]
+fn an_adaptive_cache_grows_to_a_threads_batch() {
+    let _g = maps_lock();
+    let pool = PagePool::builder()
+        .buf_size(8192)
+        .capacity(1024)
+        .build()
+        .unwrap();
+    assert_eq!(pool.thread_cache(), 16);
+    cycle(&pool, 512, 2);
+    // The whole batch now rests in this thread's cache...
+    assert_eq!(pool.stats().cached, 512);
+    // ...so the next rounds never leave it: every acquire is a cache hit.
+    let before = pool.stats().pool_hits;
+    let misses_before = pool.stats().acquires - before;
+    cycle(&pool, 512, 3);
+    let s = pool.stats();
+    assert_eq!(s.acquires - s.pool_hits, misses_before, "{s:?}");
+    assert_eq!(s.overflow_maps, 0);
+    // A fixed cache keeps cycling the excess through the shared freelist.
+    let fixed = PagePool::builder()
+        .buf_size(8192)
+        .capacity(1024)
+        .thread_cache(16)
+        .build()
+        .unwrap();
+    cycle(&fixed, 512, 2);
+    assert!(fixed.stats().cached <= 16, "{:?}", fixed.stats());
+}
+
+#[test]
+fn a_cache_that_only_receives_does_not_grow() {
+    let _g = maps_lock();
+    let pool = PagePool::builder()
+        .buf_size(8192)
+        .capacity(1024)
+        .build()
+        .unwrap();
+    for _ in 0..4 {
+        let (tx, rx) = mpsc::channel();
+        // One thread takes, this one releases: its cache only ever flushes, never refills, so it stays at
+        // its starting size and the slots go back where the taker finds them. (Joined explicitly: a scope's
+        // implicit join does not wait for the taker's exit flush.)
+        let taker = pool.clone();
+        thread::spawn(move || {
+            for _ in 0..512 {
+                tx.send(taker.acquire().unwrap()).unwrap();
+            }
+        })
+        .join()
+        .unwrap();
+        for b in rx {
+            drop(b);
+        }
+        assert!(pool.stats().cached <= 16, "{:?}", pool.stats());
+    }
+    assert_eq!(pool.stats().overflow_maps, 0);
+}
+
+#[test]
+fn trim_shrinks_a_grown_cache() {
+    let _g = maps_lock();
+    let pool = PagePool::builder()
+        .buf_size(8192)
+        .capacity(1024)
+        .build()
+        .unwrap();
+    cycle(&pool, 512, 2);
+    assert_eq!(pool.stats().cached, 512);
+    pool.trim();
+    assert_eq!(pool.stats().cached, 0);
+    // Back at its starting size: releases beyond it flush, as long as nothing was refilled since the trim.
+    let held: Vec<_> = (0..64).map(|_| pool.acquire().unwrap()).collect();
+    pool.trim();
+    drop(held);
+    assert!(pool.stats().cached <= 16, "{:?}", pool.stats());
 }
 
 #[test]
