@@ -1,0 +1,70 @@
+//! Adversarial review of the overflow reserve (issue #15). Each test here is a reproducer that failed on the
+//! reviewed code (see the comment on each); tests that held up are listed in the review report, not here.
+
+use pagepool::{OverflowPolicy, PagePool};
+use std::time::Duration;
+
+const MIB: usize = 1 << 20;
+
+/// A pool of 1 MiB buffers in two chunks of four (4 MiB each), whose budget is exactly its capacity, with two
+/// overflow permits and a reserve that does not decay during the test.
+fn two_chunk_pool(decay: Duration) -> PagePool {
+    PagePool::builder()
+        .buf_size(MIB)
+        .capacity(8)
+        .thread_cache(0)
+        .max_bytes(8 * MIB)
+        .max_overflow(2)
+        .overflow(OverflowPolicy::Map)
+        .overflow_decay(decay)
+        .build()
+        .unwrap()
+}
+
+/// Drives the pool into "first chunk mapped, an overflow buffer of the pool's size released", then asks for
+/// the pool's whole capacity. Returns how many buffers it got before the first error.
+fn take_the_capacity(pool: &PagePool) -> (usize, Option<pagepool::AcquireError>) {
+    let mut held: Vec<_> = (0..4).map(|_| pool.acquire().unwrap()).collect(); // chunk 0 (4 MiB)
+    assert!(held.iter().all(|b| !b.is_overflow()));
+    // A request above the pool's size holds 1 MiB + 4 KiB of budget: chunk 1 (4 MiB) no longer fits, so the
+    // next acquire of the pool's size overflows (1 MiB fits).
+    let big = pool.acquire_len(MIB + pagepool::page_size()).unwrap();
+    assert!(big.is_overflow());
+    let o = pool.acquire().unwrap();
+    assert!(o.is_overflow());
+    drop(big);
+    drop(o); // with a reserve: kept mapped, holding 1 MiB of budget and one permit
+    held.clear();
+    // Nothing is out. The budget (8 MiB) holds both chunks, and max_overflow is not involved: the pool must
+    // hand out all 8 of its pooled buffers.
+    let mut got = Vec::new();
+    for _ in 0..8 {
+        match pool.acquire() {
+            Ok(b) => got.push(b),
+            Err(e) => return (got.len(), Some(e)),
+        }
+    }
+    (got.len(), None)
+}
+
+/// FAILS on the reviewed code (finding 1): a reserved buffer holds 1 MiB of `max_bytes`, so the second chunk
+/// (4 MiB) never fits while it is reserved; `arena.grow` returns `Full`, the acquire takes the reserved buffer
+/// instead, and with `max_overflow(2)` the 7th acquire is refused with `Exhausted` although the pool has handed
+/// out only 6 of its 8 buffers and nothing else is out. Nothing unmaps the reserved buffer to make room for
+/// the chunk (`Inner::evict_one` is called only by `acquire_oversize`), and as long as the workload keeps
+/// reusing it, it never decays: the pool stays stuck below its capacity. With `overflow_decay(ZERO)` the same
+/// sequence gets all 8 (checked first, as the control).
+#[test]
+fn reserved_budget_blocks_chunk_growth_and_acquire_is_exhausted_below_capacity() {
+    let control = two_chunk_pool(Duration::ZERO);
+    assert_eq!(take_the_capacity(&control).0, 8, "control without a reserve");
+
+    let pool = two_chunk_pool(Duration::from_secs(3600));
+    let (n, err) = take_the_capacity(&pool);
+    let s = pool.stats();
+    assert_eq!(
+        n, 8,
+        "Exhausted below capacity: {err:?}; chunks mapped {}, reserve {} ({} bytes), stats {s:?}",
+        s.chunks, s.reserve_buffers, s.reserve_bytes
+    );
+}
