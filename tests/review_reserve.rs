@@ -68,3 +68,27 @@ fn reserved_budget_blocks_chunk_growth_and_acquire_is_exhausted_below_capacity()
         s.chunks, s.reserve_buffers, s.reserve_bytes
     );
 }
+
+/// FAILS on the reviewed code (finding 1, the io_uring side): the same reserved buffer makes `iovecs()` fail
+/// with `RegisterError::BudgetHeld`, whose message says "overflow buffers out now hold N bytes ... drop them and
+/// call iovecs again", while no overflow buffer is out: the budget is held by the idle reserve, and calling
+/// `iovecs()` again keeps failing until a `trim()` (not mentioned) or the decay. `map_all_chunks` does not
+/// evict reserved buffers either.
+#[cfg(all(feature = "io-uring", target_os = "linux"))]
+#[test]
+fn iovecs_reports_budget_held_by_overflow_buffers_when_none_is_out() {
+    let pool = two_chunk_pool(Duration::from_secs(3600));
+    let first = pool.acquire().unwrap(); // chunk 0
+    let mut rest: Vec<_> = (0..3).map(|_| pool.acquire().unwrap()).collect();
+    let big = pool.acquire_len(MIB + pagepool::page_size()).unwrap();
+    let o = pool.acquire().unwrap();
+    assert!(big.is_overflow() && o.is_overflow());
+    drop((big, o));
+    rest.clear();
+    let s = pool.stats();
+    assert_eq!((s.overflow_in_use, s.reserve_buffers), (0, 1), "{s:?}");
+    // No overflow buffer is out: registration must succeed (as it does after the same drops without a reserve).
+    let r = pool.iovecs();
+    assert!(r.is_ok(), "{}", r.unwrap_err());
+    drop(first);
+}
