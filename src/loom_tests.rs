@@ -875,7 +875,9 @@ fn reserve_evict_races_reuse() {
             let b = p2.acquire().expect("a reserved mapping or a permit");
             assert!(b.is_overflow());
         });
-        let big = p.acquire_len(2 * page).expect("room after evicting reserved buffers");
+        let big = p
+            .acquire_len(2 * page)
+            .expect("room after evicting reserved buffers");
         assert!(big.is_overflow() && big.len() == 2 * page);
         t.join().unwrap();
         drop(big);

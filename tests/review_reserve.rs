@@ -59,7 +59,11 @@ fn take_the_capacity(pool: &PagePool) -> (usize, Option<pagepool::AcquireError>)
 #[test]
 fn reserved_budget_blocks_chunk_growth_and_acquire_is_exhausted_below_capacity() {
     let control = two_chunk_pool(Duration::ZERO);
-    assert_eq!(take_the_capacity(&control).0, 8, "control without a reserve");
+    assert_eq!(
+        take_the_capacity(&control).0,
+        8,
+        "control without a reserve"
+    );
 
     let pool = two_chunk_pool(Duration::from_secs(3600));
     let (n, err) = take_the_capacity(&pool);
