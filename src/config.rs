@@ -16,7 +16,9 @@ pub(crate) const MAX_CHUNKS: usize = 512;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum OverflowPolicy {
-    /// Map a buffer's pages directly from the OS, and unmap them when the buffer is dropped (the default).
+    /// Map a buffer's pages directly from the OS (the default). A released overflow buffer of the pool's size
+    /// waits in the overflow reserve for reuse and is unmapped once idle for
+    /// [`PoolBuilder::overflow_decay`] (at once with `Duration::ZERO`); other sizes are unmapped when dropped.
     /// Overflow memory never touches the malloc heap, so it cannot fragment it; it is bounded by
     /// [`PoolBuilder::max_overflow`].
     #[default]

@@ -844,3 +844,82 @@ fn close_with_reserved_mappings() {
         assert_eq!(teardowns(), before + 1);
     });
 }
+
+/// Review: an `acquire_len` above the pool's size at `max_overflow(2)`, whose permit and budget are held by
+/// reserved buffers, races a release into the reserve and a reuse from it on another thread. Every permit the
+/// oversize acquire needs is held by a reserved buffer or by the other thread's one buffer, so it must evict
+/// (never `Exhausted`), the other thread must be served (from the reserve or with a fresh permit), and the
+/// books balance.
+#[test]
+fn reserve_evict_races_reuse() {
+    loom::model(|| {
+        let page = crate::page_size();
+        let p = PagePool::builder()
+            .buf_size(page)
+            .capacity(1)
+            .thread_cache(0)
+            .max_overflow(2)
+            .max_bytes(4 * page)
+            .overflow(OverflowPolicy::Map)
+            .overflow_decay(FOREVER)
+            .build()
+            .unwrap();
+        let pooled = p.acquire().unwrap();
+        let o1 = p.acquire().unwrap();
+        let o2 = p.acquire().unwrap();
+        assert!(o1.is_overflow() && o2.is_overflow());
+        drop(o2);
+        let p2 = p.clone();
+        let t = thread::spawn(move || {
+            drop(o1);
+            let b = p2.acquire().expect("a reserved mapping or a permit");
+            assert!(b.is_overflow());
+        });
+        let big = p
+            .acquire_len(2 * page)
+            .expect("room after evicting reserved buffers");
+        assert!(big.is_overflow() && big.len() == 2 * page);
+        t.join().unwrap();
+        drop(big);
+        let s = p.stats();
+        assert_eq!(s.overflow_in_use, 0, "{s:?}");
+        assert_eq!(
+            s.overflow_maps,
+            s.overflow_unmaps + s.reserve_buffers as u64,
+            "{s:?}"
+        );
+        p.trim();
+        let again = (p.acquire().unwrap(), p.acquire().unwrap());
+        assert!(again.0.is_overflow() && again.1.is_overflow());
+        drop((again, pooled));
+    });
+}
+
+/// Review: the race `Reserve::settling` exists for, which `reserve_put_take_decay_race` never reaches (two
+/// threads, two permits: no acquire there is ever refused; with `settling` always `false` it still passes). At
+/// `max_overflow(1)` the only permit is held by a reserved buffer that `trim()` on another thread is taking out
+/// and unmapping: an acquire that finds the reserve empty and the permit taken must wait for the permit, not
+/// report `Exhausted`. (Fails with `settling` returning `false`.)
+#[test]
+fn reserve_acquire_races_trim_unmap() {
+    loom::model(|| {
+        let p = reserving_pool(1, OverflowPolicy::Map);
+        let pooled = p.acquire().unwrap();
+        drop(p.acquire().unwrap()); // into the reserve, holding the only permit
+        let p2 = p.clone();
+        let t = thread::spawn(move || {
+            p2.trim();
+        });
+        let b = p.acquire().expect("the reserved buffer or its permit");
+        assert!(b.is_overflow());
+        t.join().unwrap();
+        drop((b, pooled));
+        let s = p.stats();
+        assert_eq!(s.overflow_in_use, 0, "{s:?}");
+        assert_eq!(
+            s.overflow_maps,
+            s.overflow_unmaps + s.reserve_buffers as u64,
+            "{s:?}"
+        );
+    });
+}

@@ -100,14 +100,18 @@ impl Drop for Handle {
         cache::settle();
         // SAFETY: the handles' reference is still held, so Inner is alive.
         let inner = unsafe { self.inner.as_ref() };
-        // Nobody can acquire any more: the reserve's mappings go now, not when the last buffer comes home. (A
-        // release racing this may still put one there; the teardown unmaps it.)
+        // CLOSING first, still holding the handles' reference: from here on a release keeps no mapping in the
+        // reserve (`return_mapping`), and the reserve's mappings go now, not when the last buffer comes home.
+        // A release that put one there before seeing CLOSING looks again after its put, under the same lock
+        // order (found by review: the mapping otherwise stayed until the last buffer came home).
+        let closing = inner.state.fetch_or(CLOSING, AcqRel);
+        debug_assert_eq!(closing & CLOSING, 0, "a pool closes once");
         inner.unmap_reserved(None, "close");
-        // Drop the handles' reference and set CLOSING in one step: REF - CLOSING = 1.
-        let prev = inner.state.fetch_sub(REF - CLOSING, AcqRel);
+        // Drop the handles' reference.
+        let prev = inner.state.fetch_sub(REF, AcqRel);
         // Tell other threads' caches to let go of this pool at their next operation.
         cache::bump_sweep_epoch();
-        if prev == REF {
+        if prev == REF | CLOSING {
             // SAFETY: the count was exactly our reference and CLOSING is now set: nobody else holds a
             // reference, and nobody can take one (that needs a handle or a buffer). We free exactly once.
             unsafe { Inner::free(self.inner) };
@@ -531,6 +535,13 @@ impl Inner {
         // The buffer is in the reserve (or back with us), the expired ones are out of it: no foreign code has
         // run, and none runs until every permit and byte is where the counts say.
         let kept = refused.is_none();
+        if kept && self.is_closing() {
+            // The last handle went while we put it: its emptying of the reserve may have come before our put
+            // (the reserve's lock orders the two: if it did, this load sees CLOSING), so empty it ourselves.
+            self.unmap_expired(expired, "decay");
+            self.unmap_reserved(None, "close");
+            return;
+        }
         if let Some(b) = refused {
             // The reserve is full: the pool's own overflow bound (`max_overflow`) or `RESERVE_MAX`.
             self.unmap_overflow(b, true);
@@ -1079,7 +1090,16 @@ impl PagePool {
                 // Our brief hold of the permit may have hidden it from a waiter's look.
                 inner.after_release();
             }
-            if !inner.evict_one() && !inner.overflow.reserve.settling(&mut mark) {
+            // Evicting helps only if the reserve holds enough of the budget: a request that would not fit with
+            // the reserve empty leaves it alone (found by review).
+            let hopeless = inner.budget.max().is_some_and(|max| {
+                let others = inner
+                    .budget
+                    .used()
+                    .saturating_sub(inner.overflow.reserve_bytes());
+                reserve > max.saturating_sub(others)
+            });
+            if hopeless || (!inner.evict_one() && !inner.overflow.reserve.settling(&mut mark)) {
                 return Err(self.exhausted());
             }
             crate::sync::yield_now();
@@ -1498,6 +1518,11 @@ impl PagePool {
                     inner.mem.emit_deferred();
                     return Ok(Some(self.checked(b)));
                 }
+                // The next chunk is over budget while reserved buffers hold part of it: a chunk serves the
+                // pool's capacity, a reserved buffer only overflow, so evict (the oldest first) and try again.
+                // Without this the reserve, reused by the same overflow, never decays and keeps the pool below
+                // its capacity (found by review, `tests/review_reserve.rs`).
+                Ok(Grow::Full) if !inner.arena.all_mapped() && inner.evict_one() => {}
                 Ok(Grow::Full) => break,
                 // Another thread is inside mmap for the last unclaimed chunk. Capacity is not reached, so
                 // waiting for that one system call to finish beats a spurious overflow or `Exhausted`.
@@ -1737,7 +1762,10 @@ impl PagePool {
                 // Full means every chunk is MAPPED; the Acquire loads make their bases visible here.
                 Ok(Grow::Full) if inner.arena.all_mapped() => return Ok(()),
                 // A chunk did not fit in the budget. All chunks together fit (checked above), so other
-                // mappings hold part of it: overflow buffers, which come back only when their holders drop them.
+                // mappings hold part of it: reserved overflow buffers, which go first (registration is for
+                // the pooled memory), then overflow buffers out, which come back only when their holders drop
+                // them.
+                Ok(Grow::Full) if inner.evict_one() => {}
                 Ok(Grow::Full) => {
                     let held = inner
                         .budget

@@ -186,7 +186,7 @@ impl Reserve {
     /// Whether a refused permit or budget (after a look at the reserve that found it empty) may be held by
     /// reserved buffers on their way out: entries taken out to be unmapped and not given back yet, or given back
     /// since `mark`. The caller then yields and tries again, as an acquire waits for a chunk mapping in flight,
-    /// rather than report a spurious `Exhausted` (found by loom, `reserve_put_take_decay_race`). An entry taken
+    /// rather than report a spurious `Exhausted` (loom `reserve_acquire_races_trim_unmap`). An entry taken
     /// out before the caller's locked look at the list is counted in `unmapping` in the same critical section,
     /// so the caller sees it here, or its decrement, which follows the `unmapped` increment.
     ///

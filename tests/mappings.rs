@@ -60,8 +60,14 @@ fn buffers_live_in_anonymous_os_mappings_not_the_heap() {
         // An anonymous mapping has inode 0 and no path; the brk heap would say [heap].
         assert_eq!(fields[4], "0", "{line}");
         assert!(fields.len() == 5, "named mapping: {line}");
-        // The whole buffer lies inside that one mapping.
-        let end = b.as_ptr() as usize + b.len() - 1;
-        assert_eq!(mapping_of(end).as_deref(), Some(line.as_str()));
+        // The whole buffer lies inside that one mapping. Judged from this one snapshot of the maps: reading
+        // the file again may show the VMA grown, when another mapping of the process (ASan's allocator, a
+        // thread stack) lands beside it with the same flags and merges.
+        let (_, hi) = fields[0].split_once('-').unwrap();
+        let hi = usize::from_str_radix(hi, 16).unwrap();
+        assert!(
+            b.as_ptr() as usize + b.len() <= hi,
+            "buffer runs past {line}"
+        );
     }
 }
