@@ -923,3 +923,40 @@ fn reserve_acquire_races_trim_unmap() {
         );
     });
 }
+
+/// Adaptive caches (`thread_cache(1)`, `max_thread_cache(2)`): a thread takes two buffers and gives them
+/// back, so its cache, full at the second release after a refill, grows by claiming room from the shared
+/// `cache_room` (a read-modify-write), while the main thread does the same. Nothing is exhausted, every slot
+/// comes home, and once both caches have closed all the room they claimed is back.
+#[test]
+fn adaptive_caches_grow_and_give_back_room() {
+    loom::model(|| {
+        let p = PagePool::builder()
+            .buf_size(crate::page_size())
+            .capacity(4)
+            .thread_cache(1)
+            .max_thread_cache(2)
+            .overflow(OverflowPolicy::Fail)
+            .build()
+            .unwrap();
+        let cycle = |p: &PagePool| {
+            let a = p.acquire().expect("4 slots, 2 threads x 2 held");
+            let b = p.acquire().expect("4 slots, 2 threads x 2 held");
+            drop((a, b));
+        };
+        let t = {
+            let p = p.clone();
+            thread::spawn(move || cycle(&p))
+        };
+        cycle(&p);
+        t.join().unwrap();
+        // `trim` shrinks this thread's cache back to its start; the other one closed at its exit.
+        p.trim();
+        settle(|| {
+            let s = p.stats();
+            s.cached == 0 && s.idle == s.pooled_buffers
+        });
+        settle(|| p.loom_cache_room() == 4);
+        assert_eq!(p.stats().exhausted, 0);
+    });
+}

@@ -1378,6 +1378,12 @@ impl PagePool {
         }
     }
 
+    /// For the loom models: the room adaptive caches may still grow into (`Inner::cache_room`).
+    #[cfg(all(loom, test))]
+    pub(crate) fn loom_cache_room(&self) -> usize {
+        self.inner().cache_room.load(Relaxed)
+    }
+
     /// The address of the pool's shared state, naming the pool to `cache::loom_view` (loom models only).
     #[cfg(all(loom, test))]
     pub(crate) fn inner_addr(&self) -> usize {
