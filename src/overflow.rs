@@ -92,7 +92,14 @@ impl Overflow {
     /// Overflow buffers out now: permits taken, less the reserved mappings that hold theirs. Relaxed: a gauge
     /// for `stats()` and error messages; permits are taken and given back by read-modify-writes on `out`.
     pub(crate) fn in_use(&self) -> usize {
-        self.out.load(Relaxed).saturating_sub(self.reserve.len())
+        self.in_use_given(self.reserve.len())
+    }
+
+    /// [`in_use`](Self::in_use) with the reserve's length already read (`reserved`), so that a snapshot's
+    /// buffers out plus reserved never exceed the permits: `out` is read after `reserved`, and every mapping
+    /// counted in `reserved` held a permit then, which it keeps until it leaves the reserve.
+    pub(crate) fn in_use_given(&self, reserved: usize) -> usize {
+        self.out.load(Relaxed).saturating_sub(reserved)
     }
 
     /// Relaxed: a gauge for `stats()` (the budget, not this, bounds the bytes mapped).

@@ -1708,6 +1708,10 @@ impl PagePool {
         let exhausted = c.exhausted.load(Relaxed);
         let os_errors = c.os_errors.load(Relaxed);
         let timeouts = c.timeouts.load(Relaxed);
+        // One look at the reserve for both figures: with two, a release into the reserve between them counted
+        // its buffer twice, and the two no longer summed to the permits taken (found by
+        // `tests/overflow_reserve.rs::budget_never_exceeded_under_concurrency`, 1 run in 32).
+        let reserve_buffers = inner.overflow.reserve.len();
         PoolStats {
             capacity: inner.arena.layout().capacity,
             buf_size: inner.arena.layout().buf_size,
@@ -1716,8 +1720,8 @@ impl PagePool {
             cached: cached.min(idle),
             in_use: pooled - idle - uncommitted,
             uncommitted,
-            overflow_in_use: inner.overflow.in_use(),
-            reserve_buffers: inner.overflow.reserve.len(),
+            overflow_in_use: inner.overflow.in_use_given(reserve_buffers),
+            reserve_buffers,
             reserve_bytes: inner.overflow.reserve.bytes(),
             acquires: pool_hits
                 + overflow_maps

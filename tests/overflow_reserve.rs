@@ -271,10 +271,18 @@ fn budget_never_exceeded_under_concurrency() {
                     std::thread::yield_now();
                 }
             });
+            // The observer stops even when a worker's assertion fails, so the failure is reported instead of
+            // the scope waiting for the observer for ever.
+            struct Stop<'a>(&'a AtomicBool);
+            impl Drop for Stop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Relaxed);
+                }
+            }
+            let _stop = Stop(&stop);
             for w in workers {
                 w.join().unwrap();
             }
-            stop.store(true, Relaxed);
         });
         let s = pool.stats();
         assert_eq!((s.in_use, s.overflow_in_use, s.waiters), (0, 0, 0), "{s:?}");
