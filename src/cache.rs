@@ -520,8 +520,9 @@ pub(crate) fn push(inner: NonNull<Inner>, slot: Cached) -> Result<(), Cached> {
         if len >= e.cap {
             return None;
         }
-        // SAFETY: `len < cap <= capacity` (the Vec was made with capacity `cap` and never holds more than
-        // `cap`), so slot `len` is allocated spare room; writing it and then growing the length by one
+        // SAFETY: `len < cap <= capacity` (the Vec was made with capacity `cap`, `Entry::grow` reserves room
+        // for every `cap` it sets, shrinking only lowers `cap`, and the Vec never holds more than `cap`), so
+        // slot `len` is allocated spare room; writing it and then growing the length by one
         // initialises exactly the element `set_len` exposes. (A plain `push` would keep a never-taken
         // reallocation call in this hot path.)
         unsafe {
@@ -552,6 +553,9 @@ pub(crate) fn acquire(inner: NonNull<Inner>) -> Option<(Cached, bool)> {
     })
 }
 
+/// The most slots a refill of a grown cache takes (see [`refill`]).
+const REFILL_MAX: usize = 32;
+
 #[cold]
 fn refill(e: &mut Entry) -> Option<Cached> {
     let inner = e.inner();
@@ -565,9 +569,11 @@ fn refill(e: &mut Entry) -> Option<Cached> {
         ptr: inner.slot_ptr(slot),
     };
     e.refilled = true;
-    // Half the cache: whole magazines while the depot has them, then slot by slot from the freelist. (The
-    // cache is empty here, and `want <= cap`: no reallocation.)
-    let want = (e.cap / 2).max(1);
+    // Half the cache, but no more than `REFILL_MAX` (or half the starting size, if larger) once it has grown:
+    // slots taken beyond the thread's need rest idle here, out of other threads' reach, and moving more at
+    // once saves nothing (each magazine is its own pair of CAS). Whole magazines while the depot has them,
+    // then slot by slot from the freelist. (The cache is empty here, and `want <= cap`: no reallocation.)
+    let want = (e.cap / 2).min(REFILL_MAX.max(inner.cache_size / 2)).max(1);
     if let Some(d) = &inner.depot {
         while e.slots.len() + d.mag() <= want && d.take_into(&mut e.slots, cached) {}
     }
