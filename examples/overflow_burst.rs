@@ -40,7 +40,11 @@
 //! overflow_in_use,mapped_bytes,decay_unmaps,burst_start,burst_end`; `config` is `--label`, and `--append`
 //! adds to an existing file), for `scripts/burst_plot.py`.
 
+#[path = "proc_stats/mod.rs"]
+mod proc_stats;
+
 use pagepool::{AlignedBuf, OverflowPolicy, PagePool, DEFAULT_OVERFLOW_DECAY};
+use proc_stats::{field, hwm_bytes, parse_line, rss_bytes};
 use std::collections::{HashMap, VecDeque};
 use std::error::Error;
 use std::hint::black_box;
@@ -161,28 +165,6 @@ impl Params {
 
 // ---------------------------------------------------------------------------------------------------------------
 // The child: one run
-
-/// Resident set size of this process, from `/proc/self/statm`.
-fn rss_bytes() -> io::Result<u64> {
-    let statm = fs::read_to_string("/proc/self/statm")?;
-    let resident: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/statm"))?;
-    Ok(resident * pagepool::page_size() as u64)
-}
-
-/// Peak resident set size of this process (`VmHWM` in `/proc/self/status`).
-fn hwm_bytes() -> io::Result<u64> {
-    let status = fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmHWM in /proc/self/status"))
-}
 
 /// Takes a buffer and writes every byte of it.
 fn take_filled(pool: &PagePool, byte: u8) -> AlignedBuf {
@@ -441,19 +423,6 @@ fn spread(v: &[f64], f: impl Fn(f64) -> String) -> String {
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     format!("{} ({}-{})", f(median(v)), f(lo), f(hi))
-}
-
-/// Splits `kind k=v k=v ...`.
-fn parse_line(line: &str) -> Option<(&str, HashMap<&str, &str>)> {
-    let mut words = line.split_whitespace();
-    let kind = words.next()?;
-    Some((kind, words.filter_map(|w| w.split_once('=')).collect()))
-}
-
-fn field<T: std::str::FromStr>(kv: &HashMap<&str, &str>, key: &str) -> Result<T, String> {
-    kv.get(key)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("child output lacks a valid `{key}`"))
 }
 
 fn child_args(p: &Params) -> Vec<String> {

@@ -86,11 +86,14 @@
 //! take more than half of the floor's time (docs/benchmarks.md, "Batch sweep") and hide the allocators'
 //! differences.
 
+#[path = "proc_stats/mod.rs"]
+mod proc_stats;
+
 use pagepool::{AlignedBuf, OverflowPolicy, PagePool};
+use proc_stats::{field, hwm_bytes, parse_line, rss_bytes};
 #[cfg(unix)]
 use std::alloc::GlobalAlloc;
 use std::alloc::Layout;
-use std::collections::HashMap;
 use std::error::Error;
 use std::fmt::Write as _;
 use std::hint::black_box;
@@ -571,28 +574,6 @@ struct RunParams {
     /// Size range of the small objects, inclusive.
     object_min: usize,
     object_max: usize,
-}
-
-/// Resident set size of this process, from `/proc/self/statm`.
-fn rss_bytes() -> io::Result<u64> {
-    let statm = fs::read_to_string("/proc/self/statm")?;
-    let resident: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/statm"))?;
-    Ok(resident * pagepool::page_size() as u64)
-}
-
-/// Peak resident set size of this process (`VmHWM` in `/proc/self/status`).
-fn hwm_bytes() -> io::Result<u64> {
-    let status = fs::read_to_string("/proc/self/status")?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmHWM in /proc/self/status"))
 }
 
 /// Number of mappings of this process (lines of `/proc/self/maps`).
@@ -1083,19 +1064,6 @@ struct Run {
     strategy: Strategy,
     samples: Vec<Sample>,
     summary: Summary,
-}
-
-/// Splits `kind k=v k=v ...`.
-fn parse_line(line: &str) -> Option<(&str, HashMap<&str, &str>)> {
-    let mut words = line.split_whitespace();
-    let kind = words.next()?;
-    Some((kind, words.filter_map(|w| w.split_once('=')).collect()))
-}
-
-fn field<T: std::str::FromStr>(kv: &HashMap<&str, &str>, key: &str) -> Result<T, String> {
-    kv.get(key)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| format!("child output lacks a valid `{key}`"))
 }
 
 /// Runs one strategy in a fresh child process, printing its progress unless `quiet`.

@@ -90,6 +90,15 @@ fn max_thread_cache_out_of_range_is_rejected() {
     }
 }
 
+/// 1024 buffers of 8 KiB with the default (adaptive) caches, starting at 16 slots.
+fn adaptive_pool() -> PagePool {
+    PagePool::builder()
+        .buf_size(8192)
+        .capacity(1024)
+        .build()
+        .unwrap()
+}
+
 /// Takes `n` buffers of `pool` and gives them back, `rounds` times, on this thread.
 fn cycle(pool: &PagePool, n: usize, rounds: usize) {
     for _ in 0..rounds {
@@ -101,11 +110,7 @@ fn cycle(pool: &PagePool, n: usize, rounds: usize) {
 #[test]
 fn an_adaptive_cache_grows_to_a_threads_batch() {
     let _g = maps_lock();
-    let pool = PagePool::builder()
-        .buf_size(8192)
-        .capacity(1024)
-        .build()
-        .unwrap();
+    let pool = adaptive_pool();
     assert_eq!(pool.thread_cache(), 16);
     cycle(&pool, 512, 2);
     // The whole batch now rests in this thread's cache...
@@ -131,11 +136,7 @@ fn an_adaptive_cache_grows_to_a_threads_batch() {
 #[test]
 fn a_cache_that_only_receives_does_not_grow() {
     let _g = maps_lock();
-    let pool = PagePool::builder()
-        .buf_size(8192)
-        .capacity(1024)
-        .build()
-        .unwrap();
+    let pool = adaptive_pool();
     for _ in 0..4 {
         let (tx, rx) = mpsc::channel();
         // One thread takes, this one releases: its cache only ever flushes, never refills, so it stays at
@@ -160,11 +161,7 @@ fn a_cache_that_only_receives_does_not_grow() {
 #[test]
 fn trim_shrinks_a_grown_cache() {
     let _g = maps_lock();
-    let pool = PagePool::builder()
-        .buf_size(8192)
-        .capacity(1024)
-        .build()
-        .unwrap();
+    let pool = adaptive_pool();
     cycle(&pool, 512, 2);
     assert_eq!(pool.stats().cached, 512);
     pool.trim();
