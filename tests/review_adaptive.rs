@@ -389,8 +389,9 @@ fn refused_rounds(b: PoolBuilder, n: usize, rounds: usize, tail: usize) -> usize
 // (observed 300 of 300 rounds at n = 1000, 1500 refusals in 300 rounds at n = 100). A fixed cache flushes its
 // excess at each release phase, so its refusals are transient races. This test fails if, in any of 12 trials,
 // at least 5 of the last 20 of 60 rounds saw a refusal (stranding that persists). Timing-dependent: it failed in most but not all local runs. NOTE: the
-// old fixed default also showed persistent refusals in one trial (n = 1000: 20 of 20 rounds, once in 36 trials),
-// so the difference is one of frequency (adaptive >= 5 of 20 in 9 of 36 trials over 3 runs), not of kind. The old default
+// old fixed default also showed persistent refusals in one trial (n = 1000: 20 of 20 rounds), so the
+// difference is one of frequency, not of kind: in the one fully printed 12-trial run, adaptive had >= 5 of 20
+// refused rounds in 5 trials (20, 7, 20, 12, 10), the old default in 1 (20; the others 0, 0, ..., 2). The old default
 // (`thread_cache(min(64, capacity / 16))`) is run alongside for comparison and is not asserted on.
 #[test]
 fn adaptive_default_strands_refill_excess_permanently_at_capacity_equal_demand() {
