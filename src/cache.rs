@@ -94,8 +94,8 @@ struct Entry {
     cap: usize,
     /// A refill since the last flush: the thread takes more than the cache holds (see [`grow`](Self::grow)).
     refilled: bool,
-    /// Flushes in a row without a refill between them (see [`shrink`](Self::shrink)).
-    overages: u8,
+    /// Slots refilled less slots flushed since the cache last grew or shrank (see [`make_room`](Self::make_room)).
+    net: isize,
     /// The pool's trim epoch this entry last honoured.
     trim_seen: u64,
     hits: u64,
@@ -166,25 +166,24 @@ impl Entry {
     }
 
     /// Makes room at a release into a full cache: grows it (see [`grow`](Self::grow)), or else flushes its
-    /// older half. A thread that keeps flushing without refilling (it releases what other threads took) halves
-    /// a grown cache after every third such flush in a row.
+    /// older half. A grown cache whose thread has flushed four caches' worth more than it refilled (it releases
+    /// what other threads took) halves. A thread that takes and returns a batch larger than its cache flushes
+    /// about what it refilled, so its cache stays grown (found by review: counting flushes in a row instead
+    /// halved such a cache within every release phase).
     fn make_room(&mut self, owed: &mut Vec<Ref>) {
         if self.grow() {
+            self.net = 0;
             return;
-        }
-        if self.refilled {
-            self.overages = 0;
-        } else {
-            self.overages = self.overages.saturating_add(1);
-            if self.overages >= 3 {
-                self.overages = 0;
-                self.shrink(self.cap / 2);
-            }
         }
         self.refilled = false;
         let keep = self.cap - (self.cap / 2).max(1);
         let n = self.slots.len().saturating_sub(keep);
         self.flush(n, owed);
+        self.net = self.net.saturating_sub(n as isize);
+        if self.net < -4 * self.cap as isize {
+            self.net = 0;
+            self.shrink(self.cap / 2);
+        }
     }
 
     /// Flushes every slot and shrinks the cache to its starting size (a trim).
@@ -193,7 +192,7 @@ impl Entry {
         self.flush(n, owed);
         self.shrink(0);
         self.refilled = false;
-        self.overages = 0;
+        self.net = 0;
     }
 
     /// Moves the oldest `n` slots back to the pool and drops their references: whole magazines to the depot
@@ -347,7 +346,7 @@ impl Local {
                 slots: Vec::with_capacity(r.cache_size),
                 cap: r.cache_size,
                 refilled: false,
-                overages: 0,
+                net: 0,
                 trim_seen: r.trim_epoch(),
                 hits: 0,
                 stats,
@@ -574,6 +573,16 @@ fn refill(e: &mut Entry) -> Option<Cached> {
     // once saves nothing (each magazine is its own pair of CAS). Whole magazines while the depot has them,
     // then slot by slot from the freelist. (The cache is empty here, and `want <= cap`: no reallocation.)
     let want = (e.cap / 2).min(REFILL_MAX.max(inner.cache_size / 2)).max(1);
+    if inner.cache_max > inner.cache_size && inner.shared_idle() < 2 * want {
+        // Adaptive caches, and the shared pool is running low: take exactly the one slot needed, on the
+        // shared path (the caller's fallback). A batch could leave slots this thread does not need in a cache
+        // that has grown past its batch, which then never fills, never flushes, and keeps them from other
+        // threads for good (found by review: at capacity = demand the other thread was refused every round;
+        // this rule removed that at batches up to 256, not at 1000: `tests/review_adaptive.rs`).
+        // Counted as refilled: the slot comes back to this cache at its release.
+        e.net = e.net.saturating_add(1);
+        return None;
+    }
     if let Some(d) = &inner.depot {
         while e.slots.len() + d.mag() <= want && d.take_into(&mut e.slots, cached) {}
     }
@@ -589,6 +598,7 @@ fn refill(e: &mut Entry) -> Option<Cached> {
     }
     // The caller holds a handle, so Inner cannot be freed between the pops and this increment.
     inner.add_refs(got);
+    e.net = e.net.saturating_add(got as isize);
     // Hand out the slot popped last; the rest stay cached in pop order.
     e.slots.pop()
 }

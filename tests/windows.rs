@@ -6,6 +6,7 @@
 mod common;
 use common::{maps_lock, query, Region};
 use pagepool::PagePool;
+use std::time::Duration;
 use windows_sys::Win32::System::Memory::{
     MEM_COMMIT, MEM_FREE, MEM_PRIVATE, MEM_RESERVE, PAGE_READWRITE,
 };
@@ -98,9 +99,11 @@ fn buffers_are_page_aligned_committed_read_write() {
 #[test]
 fn overflow_buffer_is_released_on_drop() {
     let _g = maps_lock();
+    // No overflow reserve: a released overflow buffer is released at once.
     let pool = PagePool::builder()
         .buf_size(8192)
         .capacity(1)
+        .overflow_decay(Duration::ZERO)
         .build()
         .unwrap();
     let pooled = pool.acquire().unwrap();
@@ -129,6 +132,7 @@ fn alignment_above_granularity_commits_only_the_interior() {
         .buf_size(8192)
         .alignment(align)
         .capacity(2)
+        .overflow_decay(Duration::ZERO)
         .build()
         .unwrap();
     let pooled: Vec<_> = (0..2).map(|_| pool.acquire().unwrap()).collect();
