@@ -573,16 +573,6 @@ fn refill(e: &mut Entry) -> Option<Cached> {
     // once saves nothing (each magazine is its own pair of CAS). Whole magazines while the depot has them,
     // then slot by slot from the freelist. (The cache is empty here, and `want <= cap`: no reallocation.)
     let want = (e.cap / 2).min(REFILL_MAX.max(inner.cache_size / 2)).max(1);
-    if inner.cache_max > inner.cache_size && inner.shared_idle() < 2 * want {
-        // Adaptive caches, and the shared pool is running low: take exactly the one slot needed, on the
-        // shared path (the caller's fallback). A batch could leave slots this thread does not need in a cache
-        // that has grown past its batch, which then never fills, never flushes, and keeps them from other
-        // threads for good (found by review: at capacity = demand the other thread was refused every round;
-        // this rule removed that at batches up to 256, not at 1000: `tests/review_adaptive.rs`).
-        // Counted as refilled: the slot comes back to this cache at its release.
-        e.net = e.net.saturating_add(1);
-        return None;
-    }
     if let Some(d) = &inner.depot {
         while e.slots.len() + d.mag() <= want && d.take_into(&mut e.slots, cached) {}
     }

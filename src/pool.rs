@@ -667,7 +667,7 @@ impl Inner {
     }
 
     /// Idle buffers in the shared pool: the freelist and the depot (not thread caches).
-    pub(crate) fn shared_idle(&self) -> usize {
+    fn shared_idle(&self) -> usize {
         self.free.len() + self.depot.as_ref().map_or(0, Depot::idle)
     }
 
