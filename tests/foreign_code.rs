@@ -96,10 +96,19 @@ fn panicking<R>(on: &'static str, f: impl FnOnce() -> R) -> (bool, Option<R>) {
 
 /// Makes every later pagepool event on this thread whose message contains `on` panic (until the thread ends).
 fn arm(on: &'static str) {
+    init();
+    PANIC_ON.with(|p| p.set(Some(on)));
+}
+
+/// Installs the process's subscriber (once) and the quiet panic hook. Every test calls it before it creates a
+/// pool: a pagepool callsite first hit on one test thread while another installs the subscriber can cache an
+/// interest of "never" (tracing registers the callsite against the old dispatcher while the new one rebuilds
+/// the cache), and that event is then never seen. `chunk_event` failed CI so, 1 run in many, when `arm` was
+/// the first to install it.
+fn init() {
     quiet_hook();
     static GLOBAL: Once = Once::new();
     GLOBAL.call_once(|| tracing::subscriber::set_global_default(Panicky).unwrap());
-    PANIC_ON.with(|p| p.set(Some(on)));
 }
 
 /// Checks the end of a pool: `keep` (tagged, held throughout) stays mapped and readable after the handle is
@@ -150,6 +159,7 @@ fn all_home(pool: &PagePool) {
 /// pool's memory was unmapped under a live buffer once the pool was dropped.
 #[test]
 fn idle_trim_event_during_a_refill() {
+    init();
     let pool = PagePool::builder()
         .capacity(64)
         .thread_cache(8)
@@ -177,6 +187,7 @@ fn idle_trim_event_during_a_refill() {
 /// A chunk's event before its slots reached the freelist lost the whole chunk.
 #[test]
 fn chunk_event() {
+    init();
     let pool = PagePool::builder()
         .capacity(16)
         .thread_cache(0)
@@ -217,6 +228,7 @@ fn overflow_event(on: &'static str) -> (PagePool, AlignedBuf) {
 /// The overflow warning ran while its permit was held without a buffer: the permit was lost.
 #[test]
 fn overflow_started_warning() {
+    init();
     let (pool, keep) = overflow_event("pool exhausted");
     all_home(&pool);
     ends_clean(pool, keep);
@@ -227,6 +239,7 @@ fn overflow_started_warning() {
 /// and only pooled memory is mapped.
 #[test]
 fn reserve_unmap_events() {
+    init();
     for (decay, by_trim) in [
         (Duration::from_millis(20), false),
         (Duration::from_secs(3600), true),
@@ -274,6 +287,7 @@ fn reserve_unmap_events() {
 /// The map and unmap events of an overflow buffer (no overflow reserve: unmapped on drop).
 #[test]
 fn overflow_map_and_unmap_events() {
+    init();
     let (pool, keep) = overflow_event("mapped overflow buffer");
     let o = pool.acquire().unwrap();
     let (panicked, _) = panicking("unmapped overflow buffer", move || drop(o));
@@ -287,6 +301,7 @@ fn overflow_map_and_unmap_events() {
 /// An explicit trim's event, with a cache flush before it.
 #[test]
 fn trim_event() {
+    init();
     let pool = PagePool::builder()
         .capacity(32)
         .thread_cache(8)
@@ -305,6 +320,7 @@ fn trim_event() {
 #[test]
 #[cfg(not(pagepool_asan))] // writes to a released buffer on purpose
 fn poison_violation_event() {
+    init();
     let pool = PagePool::builder()
         .capacity(1)
         .thread_cache(0)
@@ -335,6 +351,7 @@ fn poison_violation_event() {
 /// teardown event ran before the released slot reached the cache, losing it and its reference.
 #[test]
 fn teardown_event_in_a_sweep() {
+    init();
     let p1 = PagePool::builder()
         .capacity(16)
         .thread_cache(4)
@@ -360,6 +377,7 @@ fn teardown_event_in_a_sweep() {
 /// teardown event ran in the thread-local destructor: a panicking subscriber aborted the process.
 #[test]
 fn teardown_event_at_thread_exit() {
+    init();
     quiet_hook();
     let pool = PagePool::builder()
         .capacity(8)
@@ -408,6 +426,7 @@ fn poisoned_pool() -> PagePool {
 #[test]
 #[cfg(not(pagepool_asan))] // writes to a released buffer on purpose
 fn poison_event_after_a_sweep_still_settles() {
+    init();
     let r = PagePool::builder()
         .capacity(4)
         .thread_cache(2)
@@ -441,6 +460,7 @@ fn poison_event_after_a_sweep_still_settles() {
 #[test]
 #[cfg(not(pagepool_asan))]
 fn poison_event_after_a_sweep_still_wakes() {
+    init();
     let p = waiting(2, 2).build().unwrap();
     let keep_p = keep(&p);
     drop(p.acquire().unwrap()); // p's other slot idles in this thread's cache
@@ -471,6 +491,7 @@ fn waiting(capacity: usize, cache: usize) -> PoolBuilder {
 /// next release.
 #[test]
 fn waiting_trace() {
+    init();
     let pool = waiting(2, 0).build().unwrap();
     let keep = keep(&pool);
     let held = pool.acquire().unwrap();
@@ -490,6 +511,7 @@ fn waiting_trace() {
 /// Every event panics, over a mix of operations on several threads: whatever is interrupted, the books balance.
 #[test]
 fn every_event_panics() {
+    init();
     let pool = PagePool::builder()
         .capacity(16)
         .thread_cache(4)
@@ -570,6 +592,7 @@ mod wakers {
     /// waker's panic is caught and dropped (it may run in a buffer's drop), and every waiter is served.
     #[test]
     fn flush_wakes_a_panicking_waker() {
+        init();
         quiet_hook();
         let pool = waiting(4, 4).build().unwrap();
         let keep = keep(&pool);
@@ -615,6 +638,7 @@ mod wakers {
     /// A panicking waker woken by a direct hand-off (a release while someone waits).
     #[test]
     fn handoff_wakes_a_panicking_waker() {
+        init();
         quiet_hook();
         let pool = waiting(2, 0).build().unwrap();
         let keep = keep(&pool);
@@ -637,6 +661,7 @@ mod wakers {
     /// The trace of a cancelled waiter ran before its grant was passed on: the grant was lost.
     #[test]
     fn cancelled_waiter_trace() {
+        init();
         let pool = waiting(2, 0).build().unwrap();
         let keep = keep(&pool);
         let held = pool.acquire().unwrap();
@@ -653,6 +678,7 @@ mod wakers {
     /// in a thread-local destructor, where a panic aborts the process.
     #[test]
     fn thread_exit_wakes_a_panicking_waker() {
+        init();
         quiet_hook();
         let pool = waiting(4, 4).build().unwrap();
         let keep = keep(&pool);
@@ -689,6 +715,7 @@ mod wakers {
     /// a panicking waker lost that slot (of another pool) and its reference.
     #[test]
     fn owed_wake_during_an_acquire_of_another_pool() {
+        init();
         quiet_hook();
         let p1 = PagePool::builder()
             .capacity(16)
@@ -733,6 +760,7 @@ mod wakers {
     /// class sweeps.
     #[test]
     fn owed_wake_across_size_classes() {
+        init();
         quiet_hook();
         let pool = PagePool::builder()
             .size_class_ladder(4096, 8192)
@@ -785,6 +813,7 @@ mod wakers {
     /// buffer of the same pool (whose hand-off takes that lock) deadlocked.
     #[test]
     fn waker_clone_that_releases_into_the_pool() {
+        init();
         use std::sync::Mutex;
         use std::task::{RawWaker, RawWakerVTable};
         static HELD: Mutex<Option<AlignedBuf>> = Mutex::new(None);
