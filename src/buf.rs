@@ -111,6 +111,14 @@ impl AlignedBuf {
         (self.mapping.is_none()).then_some(self.slot)
     }
 
+    /// The number of mappings its pool's overflow reserve holds (the loom models' view of a closed pool, which
+    /// no handle can ask any more).
+    #[cfg(all(loom, test))]
+    pub(crate) fn loom_reserved(&self) -> usize {
+        // SAFETY: the buffer's reference keeps Inner alive.
+        unsafe { self.pool.as_ref() }.loom_reserved()
+    }
+
     /// True if this buffer came from the overflow path (its own mapping, unmapped on drop) rather than the pool.
     pub fn is_overflow(&self) -> bool {
         self.mapping.is_some()

@@ -851,6 +851,31 @@ fn close_with_reserved_mappings() {
     });
 }
 
+/// The last handle is dropped while another thread releases an overflow buffer into the empty reserve, with a
+/// pooled buffer still out (so the shared state outlives both). Once both are done the reserve is empty: the
+/// close took the mapping out, or the release saw the close and unmapped it. Found by review: the close looked
+/// at the reserve's length gauge first and skipped the lock when it read 0, and the release looked at
+/// `CLOSING` after its put, a store-buffering pair in which each could miss the other's write, leaving the
+/// mapping reserved until the last buffer came home.
+#[test]
+fn close_races_release_into_reserve() {
+    loom::model(|| {
+        let p = reserving_pool(1, OverflowPolicy::Map);
+        let a = p.acquire().unwrap();
+        let o = p.acquire().unwrap();
+        assert!(o.is_overflow());
+        let t = thread::spawn(move || drop(o));
+        drop(p);
+        t.join().unwrap();
+        assert_eq!(
+            a.loom_reserved(),
+            0,
+            "a mapping stayed reserved after the close"
+        );
+        drop(a);
+    });
+}
+
 /// Review: an `acquire_len` above the pool's size at `max_overflow(2)`, whose permit and budget are held by
 /// reserved buffers, races a release into the reserve and a reuse from it on another thread. Every permit the
 /// oversize acquire needs is held by a reserved buffer or by the other thread's one buffer, so it must evict

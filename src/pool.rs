@@ -240,6 +240,12 @@ impl Drop for Ref {
 }
 
 impl Inner {
+    /// Mappings in the overflow reserve (for the loom models).
+    #[cfg(all(loom, test))]
+    pub(crate) fn loom_reserved(&self) -> usize {
+        self.overflow.reserve.len()
+    }
+
     /// Takes `n` more references. The caller must already hold one (so the count cannot be zero).
     #[inline]
     pub(crate) fn add_refs(&self, n: usize) {
@@ -568,14 +574,23 @@ impl Inner {
     /// Unmaps the reserved buffers idle longer than the decay at `now` (every one with `now == None`) and gives
     /// back their permits and budget, in batches of [`UNMAP_BATCH`] (no allocation that grows with the reserve).
     /// Returns the bytes unmapped. Needs a caller that holds a reference.
+    ///
+    /// A close (`why == "close"`) looks under the reserve's lock even when its length gauge reads 0: the close
+    /// sets `CLOSING` and then looks here, a release puts its mapping here and then looks at `CLOSING`
+    /// (`return_mapping`), and with a relaxed gauge on one side each could miss the other's write (loom
+    /// `close_races_release_into_reserve`). The lock orders the two: the release's put comes before the close's
+    /// look, or after it and so after `CLOSING`.
     pub(crate) fn unmap_reserved(&self, now: Option<Duration>, why: &'static str) -> usize {
-        if self.overflow.reserve.len() == 0 {
+        let close = why == "close";
+        if !close && self.overflow.reserve.len() == 0 {
             return 0;
         }
         let mut batch = Vec::with_capacity(UNMAP_BATCH);
         let (mut n, mut bytes) = (0, 0);
         loop {
-            self.overflow.reserve.expire(now, &mut batch, UNMAP_BATCH);
+            self.overflow
+                .reserve
+                .expire(now, &mut batch, UNMAP_BATCH, close);
             if batch.is_empty() {
                 break;
             }

@@ -207,15 +207,17 @@ impl Reserve {
     }
 
     /// Moves to `out` the entries idle longer than the decay at `now`, or every entry (`now == None`), until
-    /// `out` holds `batch` buffers. An emptied list gives its memory back.
+    /// `out` holds `batch` buffers. An emptied list gives its memory back. `locked`: look under the lock even
+    /// when the length gauge reads 0 (a close, see `Inner::unmap_reserved`).
     #[allow(clippy::vec_box)] // entries keep their buffers' boxes: a reuse allocates nothing
     pub(crate) fn expire(
         &self,
         now: Option<Duration>,
         out: &mut Vec<Box<OverflowBuf>>,
         batch: usize,
+        locked: bool,
     ) {
-        if self.len() == 0 {
+        if !self.enabled() || (!locked && self.len() == 0) {
             return;
         }
         self.with(|list| {
