@@ -6,7 +6,8 @@
 #    Cargo.lock (`cargo metadata --locked --all-features --filter-platform`), following normal and build edges
 #    from pagepool (never dev-dependencies), and the largest `rust-version` those packages declare. Fails if it
 #    is above pagepool's `rust-version`. cfg(loom) dependencies are left out: loom is only for the crate's
-#    own model tests (`--cfg loom`), never for users.
+#    own model tests (`--cfg loom`), never for users. For information only, the same for the tests, examples
+#    and benches (pagepool's dev-dependencies too): they may need a newer Rust than the library.
 # 2. The crate itself: clippy's `incompatible_msrv` lint (on by default, so CI's clippy runs already deny a std
 #    API newer than `rust-version`) is run once with an MSRV of 1.56 to list the newest std APIs src/ uses on
 #    this host, and the largest is printed (and must not be above `rust-version` either). Language features the
@@ -28,16 +29,21 @@ declared=$(cargo metadata --format-version 1 --no-deps --locked |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["packages"][0]["rust_version"] or "")')
 [ -n "$declared" ] || die "Cargo.toml declares no rust-version"
 
-# Prints "<rust-version> <name> <version>" for every package in pagepool's normal/build dependency graph.
+# Prints "<rust-version> <name> <version>" for every package in pagepool's normal/build dependency graph (with
+# its dev-dependencies too when the first argument is "dev").
 walk='
 import json, sys
 m = json.load(sys.stdin)
 pkgs = {p["id"]: p for p in m["packages"]}
 nodes = {n["id"]: n for n in m["resolve"]["nodes"]}
-seen, stack = set(), [m["resolve"]["root"]]
+root = m["resolve"]["root"]
+kinds = (None, "build", "dev") if sys.argv[1:] == ["dev"] else (None, "build")
+seen, stack = set(), [root]
 while stack:
-    for d in nodes[stack.pop()]["deps"]:
-        if any(k["kind"] in (None, "build") for k in d["dep_kinds"]) and d["pkg"] not in seen:
+    i = stack.pop()
+    for d in nodes[i]["deps"]:
+        ok = kinds if i == root else (None, "build")
+        if any(k["kind"] in ok for k in d["dep_kinds"]) and d["pkg"] not in seen:
             seen.add(d["pkg"])
             stack.append(d["pkg"])
 for i in sorted(seen, key=lambda i: pkgs[i]["name"]):
@@ -54,6 +60,8 @@ for t in "${PLATFORMS[@]}"; do
     all+="$rows"$'\n'
 done
 deps=$(cut -d' ' -f1 <<<"${all%$'\n'}" | vkey | tail -1)
+dev=$(cargo metadata --format-version 1 --locked --all-features --filter-platform x86_64-unknown-linux-gnu |
+    python3 -c "$walk" dev | vkey | tail -1)
 
 # The crate's own std API floor on this host (clippy reads msrv from clippy.toml in CLIPPY_CONF_DIR first).
 conf=$(mktemp -d)
@@ -69,6 +77,7 @@ touch src/lib.rs
 printf '\ndependencies (all features, every platform above): %s\n' "$deps"
 printf 'crate, newest std API in src/ (clippy incompatible_msrv, this host): %s\n' "$own"
 printf 'Cargo.toml rust-version: %s\n' "$declared"
+printf 'for information, with the dev-dependencies (tests, examples, benches; Linux): %s\n' "$dev"
 
 # `norm 1.65` -> 1.65.0; `newer A B`: is version A above version B?
 norm() { awk -F. '{printf "%d.%d.%d", $1, $2, $3}' <<<"$1"; }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Windows CI for pagepool: runs the README's test command, `cargo test`, for x86_64-pc-windows-gnu under Wine
-# (unit, integration and doc tests; every example is built), then clippy over every target (benches included). Called from .ci/run as `bash ci/windows.sh`; see docs/windows.md.
+# (unit, integration and doc tests; every example is built), then clippy over every target (benches included).
+# Called from .ci/run as `bash ci/windows.sh`; see docs/windows.md.
 #
 # Needs a Debian 12 machine, root (or passwordless sudo) and network: it installs its own toolchain with apt.
 # Debian's rustc-web (1.96) ships the library sources, so std is built for the target with -Zbuild-std (through
