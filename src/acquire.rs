@@ -32,6 +32,7 @@ use std::task::{Context, Poll};
 /// drop(held); // handed to the future
 /// assert!(matches!(fut.as_mut().poll(&mut Context::from_waker(&waker)), Poll::Ready(Ok(_))));
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 #[must_use = "futures do nothing unless awaited or polled"]
 pub struct Acquire<'a> {
     pool: &'a PagePool,

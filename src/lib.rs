@@ -29,6 +29,9 @@
 //! `PagePool::iovecs` and `AlignedBuf::index` register the pool's buffers with io_uring.
 //!
 //! See `docs/design.md` in the repository for the architecture and its invariants.
+// docs.rs (`[package.metadata.docs.rs]` in Cargo.toml) builds with `--cfg docsrs` on nightly: the feature-gated
+// items then carry an "Available on crate feature ... only" badge (`doc(cfg(..))` on each).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(
     missing_docs,
@@ -37,6 +40,8 @@
 )]
 
 #[cfg(any(feature = "async", loom))]
+// For the docs, only `async` (not the loom models' alternative): `Acquire`'s badge.
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 mod acquire;
 mod arena;
 mod budget;

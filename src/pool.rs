@@ -1295,6 +1295,7 @@ impl PagePool {
     /// # Ok(()) }
     /// ```
     #[cfg(any(feature = "async", loom))]
+    #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
     pub fn acquire_async(&self) -> crate::acquire::Acquire<'_> {
         crate::acquire::Acquire::new(self)
     }

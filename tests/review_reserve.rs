@@ -3,6 +3,7 @@
 
 mod common;
 use pagepool::{OverflowPolicy, PagePool};
+#[cfg(target_os = "linux")] // only the Linux-only test below uses it
 use std::sync::Barrier;
 use std::time::Duration;
 
