@@ -71,6 +71,14 @@ unsafe impl Send for AlignedBuf {}
 // SAFETY: `&AlignedBuf` only gives `&[u8]` access; mutation needs `&mut`.
 unsafe impl Sync for AlignedBuf {}
 
+// A panic while a buffer is borrowed leaves nothing half-done that a later use could observe: its bytes are plain
+// bytes (any value is valid), and the pool state it points to is changed only by the pool's own operations,
+// which keep their books balanced across panics (docs/safety.md, "Foreign code"). `bytes::Bytes` and `Vec<u8>`
+// are unwind safe for the same reason. (Not automatic: the handle holds a raw pointer to state with interior
+// mutability.)
+impl std::panic::UnwindSafe for AlignedBuf {}
+impl std::panic::RefUnwindSafe for AlignedBuf {}
+
 impl AlignedBuf {
     pub(crate) fn pooled(pool: NonNull<Inner>, slot: u32, ptr: NonNull<u8>, len: usize) -> Self {
         AlignedBuf {
@@ -136,6 +144,49 @@ impl AlignedBuf {
     pub(crate) fn loom_reserved(&self) -> usize {
         // SAFETY: the buffer's reference keeps Inner alive.
         unsafe { self.pool.as_ref() }.loom_reserved()
+    }
+
+    /// The buffer's start, valid for reads of its whole [`capacity`](Self::capacity) (not only `len()`) while the
+    /// buffer lives and is not written through `&mut`. Unlike `self[..].as_ptr()`, whose provenance covers only
+    /// the `len()` filled bytes, this pointer may be used past `len()`: hand it to I/O with `capacity()` as the
+    /// length (as `Vec::as_ptr`).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = pagepool::PagePool::builder().capacity(1).build()?;
+    /// let buf = pool.acquire()?;
+    /// assert_eq!(buf.as_ptr() as usize % pagepool::page_size(), 0);
+    /// # Ok(()) }
+    /// ```
+    #[inline]
+    pub fn as_ptr(&self) -> *const u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The buffer's start, valid for reads and writes of its whole [`capacity`](Self::capacity) while the buffer
+    /// lives and no other reference to its bytes is used: for I/O that fills the buffer through a pointer, then
+    /// [`set_len`](Self::set_len) to the bytes written. Unlike `self[..].as_mut_ptr()` (a pointer to `len()`
+    /// bytes only, so writing past `len()` through it is undefined behaviour), this one covers the capacity (as
+    /// `Vec::as_mut_ptr`).
+    ///
+    /// # Examples
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = pagepool::PagePool::builder().capacity(1).build()?;
+    /// let mut buf = pool.acquire()?;
+    /// buf.clear();
+    /// let p = buf.as_mut_ptr();
+    /// // SAFETY: 3 bytes are within the capacity, and no other reference to the bytes is in use.
+    /// unsafe { p.copy_from_nonoverlapping(b"abc".as_ptr(), 3) };
+    /// // SAFETY: 3 <= capacity, and the bytes were just written.
+    /// unsafe { buf.set_len(3) };
+    /// assert_eq!(&buf[..], b"abc");
+    /// # Ok(()) }
+    /// ```
+    #[inline]
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
     }
 
     /// True if this buffer came from the overflow path (its own mapping, unmapped on drop) rather than the pool.
@@ -236,7 +287,7 @@ impl AlignedBuf {
 
     /// Sets the logical length to `n`, for I/O that wrote into the buffer through a pointer and reports the
     /// bytes written (after [`clear`](Self::clear), into [`spare_capacity_mut`](Self::spare_capacity_mut) or
-    /// through `as_mut_ptr`).
+    /// through [`as_mut_ptr`](Self::as_mut_ptr)).
     ///
     /// # Safety
     /// `n <= self.capacity()`, and bytes `0..n` are initialised. Every byte of a buffer's capacity always is

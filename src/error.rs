@@ -290,8 +290,11 @@ pub enum AcquireError {
 }
 
 /// An [`AcquireError`] as an [`io::Error`], for code that reads into pool buffers inside `io::Result` functions
-/// (`pool.acquire()?`). The `AcquireError` is kept as the error's inner error (`get_ref`, `into_inner`,
-/// `source`: an `Os` error's own `io::Error` is then its source in turn), and the kind says what happened:
+/// (`pool.acquire()?`). The `AcquireError` is kept as the error's inner error: reach it with `get_ref`,
+/// `into_inner` or a downcast of either. Not with `source()`: std's `io::Error::source` skips the inner error
+/// and returns *its* source, so `Exhausted` and `Timeout` have none and an `Os` error's chain goes straight to
+/// the OS error (whose `raw_os_error()` the converted error itself does not report). The kind says what
+/// happened:
 ///
 /// - `Exhausted` is [`io::ErrorKind::OutOfMemory`]: no buffer memory is available under the pool's limits.
 ///   Not `WouldBlock`: async I/O code treats `WouldBlock` as "not ready, the reactor will wake you", and no

@@ -104,7 +104,9 @@ impl FrozenBuf {
         &self.buf[self.start..self.end]
     }
 
-    /// Handles that view the same buffer, this one included (the buffer goes home when this reaches 0).
+    /// Handles that view the same buffer, this one included (the buffer goes home when this reaches 0). A
+    /// `bytes::Bytes` made from a handle (feature `bytes`) counts as one, however many clones of the `Bytes`
+    /// exist: they share that handle.
     ///
     /// # Examples
     /// ```

@@ -1041,8 +1041,9 @@ impl PagePool {
     ///
     /// # Errors
     /// As [`acquire`](Self::acquire), for the chosen class; [`AcquireError::Os`] also when `len` rounded up to
-    /// the page size does not fit in the address space (its source is of kind `InvalidInput`: no OS call was
-    /// made).
+    /// the page size overflows `usize` (its source is of kind `InvalidInput`: no OS call was made), and when the
+    /// OS cannot map that many bytes (a length that fits in `usize` but not in the address space: the OS
+    /// error's kind, `OutOfMemory` for `ENOMEM`).
     ///
     /// # Examples
     /// ```

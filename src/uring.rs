@@ -104,7 +104,7 @@ impl PagePool {
     /// let mut buf = pool.acquire()?;
     /// let index = buf.index().expect("a pooled buffer of a registrable pool");
     /// # let fd = 0;
-    /// let read = io_uring::opcode::ReadFixed::new(io_uring::types::Fd(fd), buf.as_mut_ptr(), buf.len() as u32, index)
+    /// let read = io_uring::opcode::ReadFixed::new(io_uring::types::Fd(fd), buf.as_mut_ptr(), buf.capacity() as u32, index)
     ///     .offset(0)
     ///     .build();
     /// # let _ = read;
