@@ -1,7 +1,7 @@
 //! [`AlignedBuf`]: the RAII handle to one buffer.
 
 use crate::overflow::OverflowBuf;
-use crate::pool::Inner;
+use crate::shared::Inner;
 use std::borrow::{Borrow, BorrowMut};
 use std::fmt;
 use std::io;

@@ -66,9 +66,11 @@ mod overflow;
 mod policy;
 mod pool;
 mod reserve;
+mod shared;
 mod stats;
 mod sync;
 mod sys;
+mod trim;
 mod uncommitted;
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
 mod uring;

@@ -3,7 +3,7 @@
 use crate::arena::{Arena, Grow};
 use crate::budget::Budget;
 use crate::buf::AlignedBuf;
-use crate::cache::{self, CacheStats};
+use crate::cache;
 use crate::config::{Layout, PoolBuilder};
 use crate::depot::Depot;
 use crate::error::{AcquireError, ConfigError};
@@ -11,17 +11,16 @@ use crate::freelist::FreeList;
 use crate::gate::DiscardGate;
 use crate::overflow::{Overflow, OverflowBuf};
 use crate::policy::MemPolicy;
+use crate::shared::{bump_sweep_epoch, Inner, Ref, Registry, CLOSING, REF};
 use crate::stats::{Counters, PoolStats};
 use crate::sync::{Arc, AtomicU64, AtomicUsize};
-use crate::sys::DiscardError;
 use crate::uncommitted::Uncommitted;
 use crate::wait::{Grant, Waiters, Wake};
-use crate::{HugePages, LockPolicy, OverflowPolicy};
+use crate::{HugePages, OverflowPolicy};
 use std::fmt;
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release, SeqCst};
-use std::sync::Arc as StdArc;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, SeqCst};
 use std::time::{Duration, Instant};
 
 /// Why [`PagePool::map_all_chunks`] could not map every chunk.
@@ -40,11 +39,6 @@ pub(crate) enum MapAllError {
         held: usize,
     },
 }
-
-/// `Inner::state` bit set once the last `PagePool` handle is gone.
-const CLOSING: usize = 1;
-/// One reference in `Inner::state`.
-const REF: usize = 2;
 
 /// A pool of page-aligned buffers taken straight from the OS.
 ///
@@ -70,15 +64,15 @@ const REF: usize = 2;
 /// ```
 #[derive(Clone)]
 pub struct PagePool {
-    handle: Arc<Handle>,
+    pub(crate) handle: Arc<Handle>,
 }
 
 /// The one reference all `PagePool` clones share; dropping the last clone closes the pool.
-struct Handle {
+pub(crate) struct Handle {
     /// The pool's shared state; with size classes, the default class's, owned by that class's own handle.
-    inner: NonNull<Inner>,
+    pub(crate) inner: NonNull<Inner>,
     /// Size classes, smallest first, each a single-size pool of its own; empty for a single-size pool.
-    classes: Box<[PagePool]>,
+    pub(crate) classes: Box<[PagePool]>,
 }
 
 // SAFETY: Handle is a counted reference to Inner, which is Send + Sync (all shared state is atomic or locked).
@@ -110,7 +104,7 @@ impl Drop for Handle {
         // Drop the handles' reference.
         let prev = inner.state.fetch_sub(REF, AcqRel);
         // Tell other threads' caches to let go of this pool at their next operation.
-        cache::bump_sweep_epoch();
+        bump_sweep_epoch();
         if prev == REF | CLOSING {
             // SAFETY: the count was exactly our reference and CLOSING is now set: nobody else holds a
             // reference, and nobody can take one (that needs a handle or a buffer). We free exactly once.
@@ -119,217 +113,7 @@ impl Drop for Handle {
     }
 }
 
-/// The registry of thread-cache stats, behind a small lock built on an atomic of our own: std's `Mutex` is
-/// precompiled (uninstrumented) code, so ThreadSanitizer cannot see it order the accesses it protects. Only
-/// cold paths take it (a thread's first use of a pool, thread exit, `stats()`), and the closures run under it
-/// do nothing but walk, push to or retain a `Vec`.
-#[derive(Default)]
-struct Registry {
-    locked: std::sync::atomic::AtomicBool,
-    caches: std::cell::UnsafeCell<Vec<StdArc<CacheStats>>>,
-}
-
-// SAFETY: `caches` is only reached through `with`, which holds `locked` (Acquire on taking it, Release on
-// giving it back), so accesses from different threads never overlap and are ordered.
-unsafe impl Sync for Registry {}
-
-impl Registry {
-    fn with<R>(&self, f: impl FnOnce(&mut Vec<StdArc<CacheStats>>) -> R) -> R {
-        // The failure ordering is Relaxed: a failed attempt reads nothing under the lock, it only retries.
-        while self
-            .locked
-            .compare_exchange_weak(false, true, Acquire, Relaxed)
-            .is_err()
-        {
-            std::thread::yield_now();
-        }
-        // SAFETY: we hold the lock, so no other reference to the vector exists until we release it below.
-        let r = f(unsafe { &mut *self.caches.get() });
-        self.locked
-            .store(false, std::sync::atomic::Ordering::Release);
-        r
-    }
-}
-
-/// State shared by every `PagePool` clone, every buffer out and every thread cache of this pool.
-///
-/// Freed when `state` reaches "no references, CLOSING" (see `cache.rs` for the protocol).
-pub(crate) struct Inner {
-    arena: Arena,
-    pub(crate) free: FreeList,
-    counters: Counters,
-    overflow: Overflow,
-    /// `references * REF | CLOSING`.
-    state: AtomicUsize,
-    /// Slots a thread cache starts with room for (0: no caches).
-    pub(crate) cache_size: usize,
-    /// `mem.scrub`, beside `cache_size` so the release path reads one line: non-zero when released buffers
-    /// are zeroed or poisoned.
-    pub(crate) scrub: u8,
-    /// Zeroing, poisoning, locking, advice, guard pages, trimming.
-    pub(crate) mem: MemPolicy,
-    /// Full magazines of half a cache each, for batch refills and flushes (none without caches).
-    pub(crate) depot: Option<Depot>,
-    /// Trim requests (`request_trim`: `trim()` and the first waiter): caches flush when they see a new value.
-    trim_epoch: AtomicU64,
-    /// The most slots an adaptive cache grows to (`cache_size` for fixed caches).
-    pub(crate) cache_max: usize,
-    /// Room left for caches to grow beyond `cache_size`, all threads together (`cache::Entry::grow`).
-    pub(crate) cache_room: AtomicUsize,
-    /// Stats of live thread caches (registration is once per thread per pool).
-    caches: Registry,
-    /// Cache hits of caches that have gone.
-    retired_hits: StdAtomicU64,
-    /// The byte budget (`max_bytes`) of chunks and overflow buffers.
-    budget: Budget,
-    /// `OverflowPolicy::Wait`: only such a pool ever has waiters, so only its releases run the wake check.
-    pub(crate) waitable: bool,
-    /// Threads and tasks waiting at the limit. `waiters.any()` is the one word every release reads.
-    pub(crate) waiters: Waiters,
-    /// Slots a trim gave back but could not commit again: out of the freelist until a retry recommits them.
-    uncommitted: Uncommitted,
-    /// Every discard of pooled memory (trim, idle trim) passes it; closed for good by io_uring registration
-    /// (`iovecs`), after which nothing discards the pool's memory (see `gate.rs`).
-    discard_gate: DiscardGate,
-}
-
-#[cfg(loom)]
-thread_local! {
-    /// Times an `Inner` was torn down on this OS thread (loom runs a whole model on one OS thread).
-    pub(crate) static TEARDOWNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-#[cfg(loom)]
-impl Drop for Inner {
-    fn drop(&mut self) {
-        TEARDOWNS.with(|t| t.set(t.get() + 1));
-    }
-}
-
-/// One counted reference on `Inner`, given back when dropped: also when foreign code (a tracing subscriber,
-/// a waker) panics while the owner still needs `Inner`, so an unwinding path never keeps a reference (which
-/// would pin the pool's memory for good).
-pub(crate) struct Ref(NonNull<Inner>);
-
-impl Ref {
-    /// Takes ownership of one reference the caller owns.
-    ///
-    /// # Safety
-    /// The caller owns one reference on `this` and passes it on: it no longer releases it itself.
-    pub(crate) unsafe fn adopt(this: NonNull<Inner>) -> Ref {
-        Ref(this)
-    }
-
-    /// Takes one more reference on the pool of `inner`, which the caller keeps alive with one of its own.
-    pub(crate) fn take(inner: &Inner) -> Ref {
-        inner.add_refs(1);
-        Ref(NonNull::from(inner))
-    }
-
-    pub(crate) fn inner(&self) -> &Inner {
-        // SAFETY: this guard owns a reference, so Inner is alive while the guard is.
-        unsafe { self.0.as_ref() }
-    }
-}
-
-impl Drop for Ref {
-    fn drop(&mut self) {
-        // SAFETY: the guard owns one reference (see `adopt`/`take`) and nothing uses it after this.
-        unsafe { Inner::release_refs(self.0, 1) }
-    }
-}
-
 impl Inner {
-    /// Mappings in the overflow reserve (for the loom models).
-    #[cfg(all(loom, test))]
-    pub(crate) fn loom_reserved(&self) -> usize {
-        self.overflow.reserve.len()
-    }
-
-    /// Takes `n` more references. The caller must already hold one (so the count cannot be zero).
-    #[inline]
-    pub(crate) fn add_refs(&self, n: usize) {
-        // Relaxed, as `Arc::clone`: the caller's reference keeps the count above zero, so this increment cannot
-        // race the teardown, and it publishes nothing (the slots it counts were taken by their own atomics).
-        self.state.fetch_add(n * REF, Relaxed);
-    }
-
-    /// Drops `n` references, freeing `Inner` if they were the last and the pool is closing.
-    ///
-    /// # Safety
-    /// The caller owns `n` references on `this`, has finished every access to `*this` that needed them
-    /// (e.g. pushing slots to the freelist), and does not touch `this` afterwards.
-    #[inline]
-    pub(crate) unsafe fn release_refs(this: NonNull<Inner>, n: usize) {
-        // SAFETY: the caller's references keep Inner alive until this decrement.
-        let prev = unsafe { this.as_ref() }.state.fetch_sub(n * REF, AcqRel);
-        if prev == n * REF + CLOSING {
-            // SAFETY: the count is now zero and CLOSING is set: no handle, buffer or cache refers to Inner,
-            // and no new reference can be taken. Only the thread whose decrement reached zero gets here.
-            unsafe { Inner::free(this) };
-        }
-    }
-
-    /// # Safety
-    /// `this` came from `Box::into_raw` in `from_builder` and no reference to it remains.
-    unsafe fn free(this: NonNull<Inner>) {
-        // SAFETY: per the contract, we own the allocation exclusively.
-        let inner = unsafe { Box::from_raw(this.as_ptr()) };
-        let chunks = inner.arena.mapped_chunks();
-        drop(inner);
-        // After the memory is gone: nothing of the pool is left for a panicking subscriber to strand.
-        if chunks > 0 {
-            // Reached from drops (a buffer, a handle, a thread's exit flush in a thread-local destructor).
-            crate::sync::foreign_quiet(
-                || tracing::debug!(target: "pagepool", chunks, "unmapped pool chunks"),
-            );
-        }
-    }
-
-    /// Whether the last handle is gone. Relaxed: the sweep calls it after its `Acquire` load of the sweep epoch,
-    /// which orders it after the close that set `CLOSING` and then bumped the epoch with `Release` (`cache.rs`,
-    /// `bump_sweep_epoch`), and `CLOSING` is never cleared. `Local::new_entry` may call it before its thread
-    /// has read the close's bump: a stale answer makes an entry that the first sweep reading that bump removes
-    /// (loom `close_races_new_entry`).
-    pub(crate) fn is_closing(&self) -> bool {
-        self.state.load(Relaxed) & CLOSING != 0
-    }
-
-    /// Trim requests so far (`trim()`, and the first waiter asking caches to flush).
-    ///
-    /// Every request increments it, then bumps the sweep epoch (`Release`), so a sweep that reads the bump
-    /// (`Acquire`) reads this request's value or a later one. That alone is not enough: this load can also
-    /// return a request still in flight (incremented, not bumped yet), and the entry then records it as
-    /// honoured and skips it when its bump arrives. So the increment is `Release` and this load `Acquire`: an
-    /// entry that records a request has seen everything the requester did before it, in particular the
-    /// waiter's registration, and from then on its thread's releases see that waiter and bypass the cache
-    /// (loom `sweep_races_waiter_flush_request`).
-    pub(crate) fn trim_epoch(&self) -> u64 {
-        self.trim_epoch.load(Acquire)
-    }
-
-    /// Records a trim request (see [`trim_epoch`](Self::trim_epoch)) and makes every thread re-examine its
-    /// caches at its next operation.
-    pub(crate) fn request_trim(&self) {
-        self.trim_epoch.fetch_add(1, Release);
-        cache::bump_sweep_epoch();
-    }
-
-    pub(crate) fn register_cache(&self) -> StdArc<CacheStats> {
-        let stats = StdArc::new(CacheStats::default());
-        self.caches.with(|c| c.push(stats.clone()));
-        stats
-    }
-
-    pub(crate) fn unregister_cache(&self, stats: &StdArc<CacheStats>, hits: u64) {
-        self.caches.with(|caches| {
-            caches.retain(|c| !StdArc::ptr_eq(c, stats));
-            // Fold under the lock so a concurrent `stats()` never counts these hits twice or not at all. Relaxed:
-            // the registry lock orders it against `stats()`, and it is a statistic.
-            self.retired_hits.fetch_add(hits, Relaxed);
-        });
-    }
-
     /// Returns a pooled slot (and its reference) that a buffer held.
     ///
     /// # Safety
@@ -664,230 +448,10 @@ impl Inner {
             None => false,
         }
     }
-
-    /// The decay check of the slow paths: one relaxed load when the reserve is empty.
-    #[inline]
-    fn decay_tick(&self) {
-        if self.overflow.reserve.len() != 0 {
-            self.unmap_reserved(Some(crate::sys::coarse_clock()), "decay");
-        }
-    }
-}
-
-impl Inner {
-    /// The size of every pooled buffer of this pool (of this size class): a pooled buffer's capacity.
-    #[inline]
-    pub(crate) fn buf_size(&self) -> usize {
-        self.arena.layout().buf_size
-    }
-
-    /// Address of pooled slot `slot` (see `Arena::slot_ptr`).
-    #[inline]
-    pub(crate) fn slot_ptr(&self, slot: u32) -> NonNull<u8> {
-        self.arena.slot_ptr(slot)
-    }
-
-    /// Idle buffers in the shared pool: the freelist and the depot (not thread caches).
-    fn shared_idle(&self) -> usize {
-        self.free.len() + self.depot.as_ref().map_or(0, Depot::idle)
-    }
-
-    /// Feeds the idle-trim clock after the shared idle count may have dropped (a slow-path pop), and trims
-    /// if a period just ended. A no-op without `idle_trim_after`.
-    /// Also runs the overflow reserve's decay check.
-    #[inline]
-    pub(crate) fn idle_tick(&self) {
-        if let Some(t) = &self.mem.idle {
-            if let Some(n) = t.tick(self.shared_idle()) {
-                self.trim_shared(n, "idle");
-            }
-        }
-        self.decay_tick();
-    }
-
-    /// Gives the physical memory of up to `n` idle shared buffers back to the OS, longest idle first, and puts
-    /// them back in the freelist. Returns the bytes given back. Locked pools are never trimmed, nor pools whose
-    /// memory is registered (the discard gate is closed; see `gate.rs`).
-    ///
-    /// The buffers being trimmed are out of the freelist meanwhile (owned by this call, so nobody sees their
-    /// memory change); an acquire that finds the shared pool empty in that window takes the overflow path.
-    ///
-    /// First, ranges that an earlier trim could not commit again are retried (even with `n == 0`: an idle-trim
-    /// period that ended with nothing idle still retries them). A range whose recommit fails now is held out
-    /// (`uncommitted.rs`) instead of going back to the freelist; its bytes count as given back (they were).
-    fn trim_shared(&self, n: usize, why: &'static str) -> usize {
-        if self.mem.lock != LockPolicy::Off {
-            return 0;
-        }
-        // Before this trim's own discards, so a range held out below waits for the next occasion.
-        self.retry_uncommitted();
-        if n == 0 {
-            return 0;
-        }
-        if self.discard_gate.is_closed() {
-            // Nothing changed: the state is as consistent as it was when we were called.
-            tracing::debug!(
-                target: "pagepool",
-                why,
-                idle = n,
-                "trim gave nothing back: trimming is disabled by io_uring registration (iovecs), because \
-                 registered memory is never discarded"
-            );
-            return 0;
-        }
-        // Magazines in the depot count as idle too: move them to the freelist's tail, behind older slots.
-        if let Some(d) = &self.depot {
-            let mut mag = Vec::new();
-            while self.free.len() < n && d.take(&mut mag) {
-                mag.drain(..).for_each(|s| self.free.push(s));
-            }
-        }
-        let l = self.arena.layout();
-        let mut bytes = 0;
-        let mut left = n;
-        let mut batch = Vec::with_capacity(256);
-        let mut failed = None;
-        // Slots held out because their recommit failed, and the first such error.
-        let (mut held_out, mut uncommitted) = (0, None);
-        let mut registered = false;
-        while left > 0 && failed.is_none() && !registered {
-            let given = bytes;
-            batch.clear();
-            while batch.len() < left.min(256) {
-                match self.free.pop() {
-                    Some(s) => batch.push(s),
-                    None => break,
-                }
-            }
-            if batch.is_empty() {
-                break;
-            }
-            left -= batch.len();
-            // The pass covers the discards of this batch only: `iovecs` closing the gate waits for it, and it
-            // must not wait for the pushes and wakes below.
-            match self.discard_gate.enter() {
-                None => registered = true,
-                Some(_pass) => {
-                    batch.sort_unstable();
-                    // Runs of consecutive slots of one chunk are one range when nothing (no guard) lies between
-                    // them.
-                    let mut i = 0;
-                    while i < batch.len() {
-                        let start = i;
-                        let first = batch[i];
-                        let mut last = first;
-                        while l.lead == 0
-                            && i + 1 < batch.len()
-                            && batch[i + 1] == last + 1
-                            && (batch[i + 1] >> l.chunk_shift) == (first >> l.chunk_shift)
-                        {
-                            i += 1;
-                            last = batch[i];
-                        }
-                        i += 1;
-                        let len = (last - first) as usize * l.stride + l.buf_size;
-                        #[cfg(loom)]
-                        self.discard_gate.count_discard();
-                        match crate::sys::discard(self.arena.slot_ptr(first), len) {
-                            Ok(()) => bytes += len,
-                            // Still committed and usable: back to the freelist with the rest of the batch.
-                            Err(DiscardError::Kept(e)) => {
-                                failed = Some(e);
-                                break;
-                            }
-                            // Given back, but unusable until recommitted: held out, never pushed below.
-                            Err(DiscardError::Uncommitted(e)) => {
-                                bytes += len;
-                                self.uncommitted.hold(first..last + 1);
-                                batch[start..i].fill(HELD_OUT);
-                                held_out += i - start;
-                                uncommitted.get_or_insert(e);
-                            }
-                        }
-                    }
-                }
-            }
-            batch
-                .iter()
-                .filter(|&&s| s != HELD_OUT)
-                .for_each(|&s| self.free.push(s));
-            if bytes > given {
-                self.mem.trimmed(bytes - given);
-            }
-        }
-        // Every slot is back (or held out) and counted: foreign code (a waker, a subscriber) may run from here.
-        if self.waitable && n > left {
-            // The batches were invisible to a waiter's look while we held them.
-            self.after_release();
-        }
-        // Every slot is back in the freelist or held out, and counted: only now run foreign code.
-        if let Some(error) = failed {
-            tracing::warn!(target: "pagepool", error = %error, "trim: the OS refused to take idle memory back");
-        }
-        if let Some(error) = uncommitted {
-            tracing::warn!(
-                target: "pagepool",
-                buffers = held_out,
-                uncommitted = self.uncommitted.slots(),
-                error = %error,
-                "trim: the OS could not commit trimmed memory again; those buffers stay out of the pool until a \
-                 later recommit succeeds"
-            );
-        }
-        if bytes > 0 {
-            tracing::debug!(target: "pagepool", bytes, why, "trimmed idle pooled memory");
-        }
-        if registered {
-            tracing::debug!(
-                target: "pagepool",
-                why,
-                bytes,
-                "trim stopped: trimming is disabled by io_uring registration (iovecs), because registered \
-                 memory is never discarded"
-            );
-        }
-        bytes
-    }
-
-    /// Retries the recommit of the ranges earlier trims held out, returning those that succeed to the freelist
-    /// (and to waiters). Returns how many buffers came back. One relaxed load when nothing is held out.
-    ///
-    /// Called at every trim (explicit or idle period) and by an acquire that found the shared pool empty, before
-    /// it maps a chunk or takes the overflow path; under lasting commit pressure each such call makes one failed
-    /// system call per held range.
-    fn retry_uncommitted(&self) -> usize {
-        if self.uncommitted.slots() == 0 {
-            return 0;
-        }
-        let r = self.uncommitted.retry(&self.arena, &self.free);
-        if r.returned > 0 && self.waitable {
-            // The slots were invisible to a waiter's look while held out.
-            self.after_release();
-        }
-        // The slots are in the freelist or held out again, and counted: only now run foreign code.
-        if r.returned > 0 {
-            tracing::info!(
-                target: "pagepool",
-                buffers = r.returned,
-                uncommitted = r.held,
-                "recommitted buffers a trim had held out; back in the pool"
-            );
-        }
-        if let Some(error) = r.error {
-            // Not a warning: this repeats on every retry while the pressure lasts; the trim that held the
-            // memory out warned once.
-            tracing::debug!(target: "pagepool", uncommitted = r.held, error = %error, "recommit failed again");
-        }
-        r.returned
-    }
 }
 
 /// Reserved buffers unmapped per batch by `Inner::unmap_reserved`.
 const UNMAP_BATCH: usize = 32;
-
-/// Marks a batch entry of `trim_shared` whose range was held out: never a slot index (`MAX_CAPACITY` keeps
-/// `u32::MAX` free as a sentinel).
-const HELD_OUT: u32 = u32::MAX;
 
 impl PagePool {
     /// Starts configuring a pool. See [`PoolBuilder`] for the settings and their defaults.
@@ -1420,7 +984,7 @@ impl PagePool {
     }
 
     #[inline]
-    fn inner(&self) -> &Inner {
+    pub(crate) fn inner(&self) -> &Inner {
         // SAFETY: the handle holds a reference on Inner for as long as `self` lives.
         unsafe { self.handle.inner.as_ref() }
     }
@@ -1622,91 +1186,6 @@ impl PagePool {
         // code too).
         inner.decay_tick();
         b.map(Some)
-    }
-
-    /// Gives idle memory back: flushes idle buffers out of thread caches to the shared freelist (this thread's
-    /// cache now, every other thread's cache at that thread's next pool operation), then returns the physical
-    /// memory of every idle buffer in the shared pool to the OS (`MADV_DONTNEED` on unix, which lowers RSS at
-    /// once; `MEM_DECOMMIT` and a fresh `MEM_COMMIT` on Windows). Returns the bytes given back.
-    ///
-    /// The buffers stay in the pool: the next use of one faults in fresh zeroed pages. Chunks stay mapped
-    /// (address space, no memory), so the freelist never names unmapped memory. On Windows, a range whose
-    /// `MEM_COMMIT` fails after the decommit (commit pressure) is held out instead of returning to the pool
-    /// (counted in [`PoolStats::uncommitted`], reported with a `warn!`): it is never handed out uncommitted.
-    /// Each `trim` first retries the commit of buffers held out earlier and returns those that succeed. Memory
-    /// locked by [`lock_memory`](crate::PoolBuilder::lock_memory) is not given back. While `trim` works, the buffers it
-    /// holds are briefly unavailable: an acquire that finds the shared pool empty meanwhile overflows.
-    /// `trim` also empties the overflow reserve ([`overflow_decay`](crate::PoolBuilder::overflow_decay)): every
-    /// released overflow buffer kept mapped for reuse is unmapped, and its bytes count in the return value.
-    ///
-    /// Once the pool's buffers are registered with io_uring (`iovecs`, cargo feature `io-uring`), `trim` still
-    /// flushes the thread caches but gives no memory back: registered memory is never discarded, because the
-    /// kernel would keep using the old pages. It then returns 0 and logs a `debug` event (target `pagepool`)
-    /// saying that trimming is disabled by registration.
-    ///
-    /// Use it after a burst, on short-lived worker threads, or before reading [`stats`](Self::stats) when an
-    /// exact count of the shared freelist matters. [`idle_trim_after`](crate::PoolBuilder::idle_trim_after)
-    /// does the same for memory idle longer than a period, without being asked.
-    ///
-    /// # Examples
-    /// ```
-    /// let pool = pagepool::PagePool::builder().capacity(64).thread_cache(8).build().unwrap();
-    /// drop(pool.acquire().unwrap()); // the buffer rests in this thread's cache
-    /// assert_eq!(pool.stats().cached, 1);
-    /// pool.trim();
-    /// assert_eq!(pool.stats().cached, 0);
-    /// ```
-    pub fn trim(&self) -> usize {
-        if !self.handle.classes.is_empty() {
-            return self.handle.classes.iter().map(PagePool::trim).sum();
-        }
-        let inner = self.inner();
-        inner.request_trim();
-        cache::flush_local(self.handle.inner);
-        cache::settle();
-        inner.trim_shared(inner.shared_idle(), "trim") + inner.unmap_reserved(None, "trim")
-    }
-
-    /// Runs the [`idle_trim_after`](crate::PoolBuilder::idle_trim_after) check now: if a trim period has ended,
-    /// gives back the memory of the buffers that stayed idle in the shared pool through all of it. Returns the
-    /// bytes given back (0 if no period ended, or without `idle_trim_after`).
-    ///
-    /// Also unmaps the overflow buffers that have waited in the overflow reserve for longer than the
-    /// [`overflow_decay`](crate::PoolBuilder::overflow_decay) (their bytes count in the return value).
-    ///
-    /// The pool makes this check itself on its slow paths; call this from a timer of your own when the pool
-    /// may go quiet (no thread of the pool's own does). Like [`trim`](Self::trim), it gives nothing back once
-    /// the pool is registered with io_uring (`iovecs`).
-    ///
-    /// # Examples
-    /// ```
-    /// use std::time::Duration;
-    /// let pool = pagepool::PagePool::builder()
-    ///     .capacity(64)
-    ///     .thread_cache(0)
-    ///     .idle_trim_after(Duration::from_millis(10))
-    ///     .build()
-    ///     .unwrap();
-    /// let bufs: Vec<_> = (0..64).map(|_| pool.acquire().unwrap()).collect();
-    /// drop(bufs);
-    /// std::thread::sleep(Duration::from_millis(20));
-    /// pool.trim_idle(); // ends the period in which the buffers were busy
-    /// std::thread::sleep(Duration::from_millis(20));
-    /// // All 64 stayed idle through the next period: their memory goes back to the OS.
-    /// assert_eq!(pool.trim_idle(), 64 * pool.buf_size());
-    /// ```
-    pub fn trim_idle(&self) -> usize {
-        if !self.handle.classes.is_empty() {
-            return self.handle.classes.iter().map(PagePool::trim_idle).sum();
-        }
-        let inner = self.inner();
-        let pooled = match &inner.mem.idle {
-            Some(t) => t
-                .tick(inner.shared_idle())
-                .map_or(0, |n| inner.trim_shared(n, "idle")),
-            None => 0,
-        };
-        pooled + inner.unmap_reserved(Some(crate::sys::coarse_clock()), "decay")
     }
 
     /// A snapshot of the pool's counters and gauges. See [`PoolStats`] for when the fields add up.
