@@ -65,16 +65,19 @@ mod gate;
 mod overflow;
 mod policy;
 mod pool;
+mod release;
 mod reserve;
 mod shared;
 mod stats;
 mod sync;
 mod sys;
+mod take;
 mod trim;
 mod uncommitted;
 #[cfg(all(feature = "io-uring", target_os = "linux"))]
 mod uring;
 mod wait;
+mod wake;
 
 #[cfg(all(test, loom))]
 mod loom_tests;

@@ -51,12 +51,12 @@ loom::lazy_static! {
 
 /// Makes every thread re-examine its caches at its next operation (after a pool close or a trim request).
 ///
-/// `Release`, paired with the `Acquire` load in `Local::sweep` (`cache.rs`): the caller first publishes what the sweep must
-/// act on (`CLOSING` in the pool's state, or a new trim epoch), then bumps. A sweep that reads this bump (or a
-/// later one: every bump is a read-modify-write, so it continues the release sequence) then also sees that
-/// state, and it records the epoch as honoured only after acting on it. With `Relaxed` a sweep could read the
-/// new epoch with the old state, record it, and keep a closed pool's entry (its memory) or a trim request's
-/// slots until the next bump (loom `sweep_races_close`, `sweep_races_trim`).
+/// `Release`, paired with the `Acquire` load in `Local::sweep` (`cache.rs`): the caller first publishes what the sweep
+/// must act on (`CLOSING` in the pool's state, or a new trim epoch), then bumps. A sweep that reads this bump (or a
+/// later one: every bump is a read-modify-write, so it continues the release sequence) then also sees that state, and
+/// it records the epoch as honoured only after acting on it. With `Relaxed` a sweep could read the new epoch with the
+/// old state, record it, and keep a closed pool's entry (its memory) or a trim request's slots until the next bump
+/// (loom `sweep_races_close`, `sweep_races_trim`).
 pub(crate) fn bump_sweep_epoch() {
     SWEEP_EPOCH.fetch_add(1, Release);
 }
