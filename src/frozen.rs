@@ -43,6 +43,33 @@ pub struct FrozenBuf {
     end: usize,
 }
 
+impl AlignedBuf {
+    /// Shares the filled bytes read-only: a cheap-to-clone, `Send + Sync` [`FrozenBuf`](crate::FrozenBuf) over
+    /// `self[..len()]`, whose sub-slices are owned handles too. The buffer goes back to the pool (zeroed first
+    /// under [`zero_on_release`](crate::PoolBuilder::zero_on_release)) when the last handle is dropped. Costs
+    /// one small heap allocation (the shared count).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::io::Write;
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = pagepool::PagePool::builder().capacity(1).build()?;
+    /// let mut buf = pool.acquire()?;
+    /// buf.clear();
+    /// buf.write_all(b"header:body")?;
+    /// let frozen = buf.freeze();
+    /// let body = frozen.slice(7..);
+    /// std::thread::spawn(move || assert_eq!(&body[..], b"body")).join().unwrap();
+    /// assert_eq!(&frozen[..6], b"header");
+    /// drop(frozen); // the last handle: the buffer is home
+    /// assert_eq!(pool.stats().in_use, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn freeze(self) -> FrozenBuf {
+        FrozenBuf::new(self)
+    }
+}
+
 impl FrozenBuf {
     pub(crate) fn new(buf: AlignedBuf) -> Self {
         let end = buf.len();
