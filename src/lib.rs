@@ -28,6 +28,41 @@
 //! [`PoolBuilder::for_direct_io`] builds a pool whose every buffer meets it; with the `io-uring` feature (Linux),
 //! `PagePool::iovecs` and `AlignedBuf::index` register the pool's buffers with io_uring.
 //!
+//! # io_uring runtimes
+//!
+//! With the `tokio-uring` feature (Linux) an [`AlignedBuf`] is a `tokio_uring::buf::IoBuf` and `IoBufMut`, and
+//! with the `monoio` feature a `monoio::buf::IoBuf` and `IoBufMut`: pass pool buffers by value to the runtime's
+//! reads and writes, get them back with the result, and drop them to return them to the pool. The runtime may
+//! move the buffer while the kernel uses it; the bytes never move (they live in the pool's mappings, not in the
+//! handle). A buffer whose operation is cancelled stays with the runtime until the kernel is done with it.
+//!
+//! ```no_run
+//! # #[cfg(all(target_os = "linux", feature = "tokio-uring"))]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::os::unix::fs::OpenOptionsExt;
+//! let std_file = std::fs::File::open("data.bin")?;
+//! let pool = pagepool::PagePool::builder()
+//!     .buf_size(256 << 10)
+//!     .capacity(8)
+//!     .for_direct_io(&std_file)?
+//!     .build()?;
+//! tokio_uring::start(async {
+//!     let file = tokio_uring::fs::OpenOptions::new()
+//!         .read(true)
+//!         .custom_flags(libc::O_DIRECT)
+//!         .open("data.bin")
+//!         .await?;
+//!     let buf = pool.acquire()?;
+//!     let (res, buf) = file.read_at(buf, 0).await; // the runtime owns `buf` while the kernel fills it
+//!     let n = res?;
+//!     println!("{n} bytes: {:?}", &buf[..n.min(16)]);
+//!     Ok(())
+//! })
+//! # }
+//! # #[cfg(not(all(target_os = "linux", feature = "tokio-uring")))]
+//! # fn main() {}
+//! ```
+//!
 //! See `docs/design.md` in the repository for the architecture and its invariants.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(
@@ -52,6 +87,8 @@ mod overflow;
 mod policy;
 mod pool;
 mod reserve;
+#[cfg(all(target_os = "linux", any(feature = "tokio-uring", feature = "monoio")))]
+mod rt;
 mod stats;
 mod sync;
 mod sys;

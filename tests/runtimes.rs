@@ -1,0 +1,288 @@
+//! Pool buffers as the buffers of io_uring runtimes (features `tokio-uring`, `monoio`): O_DIRECT reads and
+//! writes through each runtime's own file API, on files in Cargo's scratch directory (`target/tmp`, which must
+//! be on a block-device file system: the tests fail on tmpfs rather than test nothing).
+//!
+//! Where the kernel refuses `io_uring_setup` (seccomp, `kernel.io_uring_disabled`), each runtime test prints
+//! `SKIPPED: <name>: io_uring_setup refused: <err>` and returns; nothing else skips.
+#![cfg(all(target_os = "linux", any(feature = "tokio-uring", feature = "monoio")))]
+
+#[path = "../examples/dio_common/mod.rs"]
+mod dio_common;
+
+use dio_common::fill_pattern;
+use pagepool::PagePool;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+const TMPFS_MAGIC: u32 = 0x0102_1994;
+/// The pool's buffers: 16 KiB, so the file sizes below end in short reads of several kinds.
+const BUF: usize = 16 << 10;
+
+/// `None` (after printing the SKIPPED line) if the kernel refuses `io_uring_setup`: the same probe as
+/// tests/uring.rs, a ring of the io-uring crate, so the runtime's own errors are never taken for a refusal.
+fn uring_refused(test: &str) -> bool {
+    match io_uring::IoUring::new(8) {
+        Ok(_) => false,
+        Err(e) => {
+            println!("SKIPPED: {test}: io_uring_setup refused: {e}");
+            true
+        }
+    }
+}
+
+/// The file system magic of `path` (`statfs`).
+fn fs_magic(path: &Path) -> u32 {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `c` is NUL-terminated and statfs writes one struct statfs into the buffer we own.
+    let r = unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) };
+    assert_eq!(r, 0, "statfs {path:?}: {}", io::Error::last_os_error());
+    // SAFETY: zero-initialised plain integers, filled in by a successful statfs.
+    unsafe { st.assume_init() }.f_type as u32
+}
+
+/// A fresh directory for one test under `target/tmp`, on the repository's (block-device) file system.
+fn scratch(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("runtimes-{test}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    assert_ne!(
+        fs_magic(&dir),
+        TMPFS_MAGIC,
+        "{dir:?} is on tmpfs, which has no direct I/O: run the tests from a checkout on a disk"
+    );
+    dir
+}
+
+/// Writes `len` bytes of a seeded pattern to `path` (buffered) and returns them.
+fn write_file(path: &Path, len: usize, seed: u64) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    fill_pattern(&mut data, seed);
+    std::fs::write(path, &data).unwrap();
+    data
+}
+
+/// A pool whose buffers meet `path`'s O_DIRECT requirements, `BUF` bytes each.
+fn dio_pool(path: &Path, capacity: usize) -> PagePool {
+    PagePool::builder()
+        .buf_size(BUF)
+        .capacity(capacity)
+        .for_direct_io(&File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap()
+}
+
+/// File sizes: empty, shorter than a block, a block and a bit, exactly one and two buffers, and a short tail
+/// after whole buffers (the final read comes back short).
+const SIZES: [usize; 7] = [0, 1, 4097, BUF, 2 * BUF, 3 * BUF + 4096 + 17, 5 * BUF - 1];
+
+#[cfg(feature = "tokio-uring")]
+mod tokio_uring_rt {
+    use super::*;
+    use std::os::unix::fs::OpenOptionsExt;
+    use tokio_uring::buf::{IoBuf, IoBufMut};
+
+    /// Reads the whole of `path` with O_DIRECT through tokio-uring into fresh pool buffers, one read per buffer,
+    /// and returns each read's (offset, bytes, buffer length after the read).
+    async fn read_all(path: &Path, pool: &PagePool) -> io::Result<(Vec<u8>, Vec<(u64, usize)>)> {
+        let file = tokio_uring::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .await?;
+        let mut out = Vec::new();
+        let mut reads = Vec::new();
+        let mut offset = 0u64;
+        loop {
+            let buf = pool.acquire().map_err(io::Error::other)?;
+            let total = buf.bytes_total();
+            let (res, buf) = file.read_at(buf, offset).await;
+            let n = res?;
+            assert!(n <= total);
+            out.extend_from_slice(&buf[..n]);
+            reads.push((offset, n));
+            offset += n as u64;
+            if n < total {
+                break;
+            }
+        }
+        file.close().await?;
+        Ok((out, reads))
+    }
+
+    #[test]
+    fn tokio_uring_o_direct_reads_into_pool_buffers() {
+        let test = "tokio_uring_o_direct_reads_into_pool_buffers";
+        if uring_refused(test) {
+            return;
+        }
+        let dir = scratch(test);
+        for (i, &len) in SIZES.iter().enumerate() {
+            let path = dir.join(format!("f-{len}"));
+            let data = write_file(&path, len, 100 + i as u64);
+            let pool = dio_pool(&path, 4);
+            let (got, reads) = tokio_uring::start(read_all(&path, &pool)).unwrap();
+            assert!(got == data, "size {len}: content differs");
+            // One read per whole buffer, then the short one (0 bytes when the size is a multiple).
+            assert_eq!(reads.len(), len / BUF + 1, "size {len}: {reads:?}");
+            assert_eq!(reads.last().unwrap().1, len % BUF, "size {len}");
+            let s = pool.stats();
+            assert_eq!((s.in_use, s.overflow_maps), (0, 0), "size {len}: {s:?}");
+        }
+    }
+
+    #[test]
+    fn tokio_uring_o_direct_write_from_pool_buffer() {
+        let test = "tokio_uring_o_direct_write_from_pool_buffer";
+        if uring_refused(test) {
+            return;
+        }
+        let dir = scratch(test);
+        let path = dir.join("out");
+        std::fs::write(&path, b"").unwrap();
+        let pool = dio_pool(&path, 2);
+        let mut buf = pool.acquire().unwrap();
+        fill_pattern(&mut buf, 7);
+        let expect = buf.to_vec();
+        let written = tokio_uring::start(async {
+            let file = tokio_uring::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&path)
+                .await?;
+            assert_eq!(buf.bytes_init(), BUF);
+            let (res, buf) = file.write_at(buf, 0).submit().await;
+            file.close().await?;
+            drop(buf);
+            res
+        })
+        .unwrap();
+        assert_eq!(written, BUF);
+        assert!(std::fs::read(&path).unwrap() == expect);
+        assert_eq!(pool.stats().in_use, 0);
+    }
+
+    #[test]
+    fn tokio_uring_pointer_is_the_buffer_start_and_survives_moves() {
+        let pool = PagePool::builder().capacity(2).build().unwrap();
+        let mut buf = pool.acquire().unwrap();
+        let p = buf.stable_mut_ptr() as usize;
+        assert_eq!(p, buf.as_ptr() as usize);
+        assert_eq!(p % pagepool::page_size(), 0);
+        let moved = Box::new(buf); // a move to the heap, as a runtime's op state does
+        assert_eq!(moved.stable_ptr() as usize, p);
+        let back = *moved;
+        assert_eq!(back.stable_ptr() as usize, p);
+        assert!(back.bytes_init() <= back.bytes_total());
+    }
+}
+
+#[cfg(feature = "monoio")]
+mod monoio_rt {
+    use super::*;
+    use monoio::buf::{IoBuf, IoBufMut};
+    use monoio::{IoUringDriver, RuntimeBuilder};
+    use std::future::Future;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    /// Runs `fut` on a monoio runtime with the io_uring driver. Only called after `uring_refused`, so a failure
+    /// to build is a real error.
+    fn block_on<F: Future>(fut: F) -> F::Output {
+        RuntimeBuilder::<IoUringDriver>::new()
+            .with_entries(64)
+            .build()
+            .expect("monoio io_uring runtime")
+            .block_on(fut)
+    }
+
+    async fn read_all(path: &Path, pool: &PagePool) -> io::Result<(Vec<u8>, Vec<(u64, usize)>)> {
+        let file = monoio::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .await?;
+        let mut out = Vec::new();
+        let mut reads = Vec::new();
+        let mut offset = 0u64;
+        loop {
+            let mut buf = pool.acquire().map_err(io::Error::other)?;
+            let total = buf.bytes_total();
+            let (res, buf) = file.read_at(buf, offset).await;
+            let n = res?;
+            assert!(n <= total);
+            out.extend_from_slice(&buf[..n]);
+            reads.push((offset, n));
+            offset += n as u64;
+            if n < total {
+                break;
+            }
+        }
+        file.close().await?;
+        Ok((out, reads))
+    }
+
+    #[test]
+    fn monoio_o_direct_reads_into_pool_buffers() {
+        let test = "monoio_o_direct_reads_into_pool_buffers";
+        if uring_refused(test) {
+            return;
+        }
+        let dir = scratch(test);
+        for (i, &len) in SIZES.iter().enumerate() {
+            let path = dir.join(format!("f-{len}"));
+            let data = write_file(&path, len, 200 + i as u64);
+            let pool = dio_pool(&path, 4);
+            let (got, reads) = block_on(read_all(&path, &pool)).unwrap();
+            assert!(got == data, "size {len}: content differs");
+            assert_eq!(reads.len(), len / BUF + 1, "size {len}: {reads:?}");
+            assert_eq!(reads.last().unwrap().1, len % BUF, "size {len}");
+            let s = pool.stats();
+            assert_eq!((s.in_use, s.overflow_maps), (0, 0), "size {len}: {s:?}");
+        }
+    }
+
+    #[test]
+    fn monoio_o_direct_write_from_pool_buffer() {
+        let test = "monoio_o_direct_write_from_pool_buffer";
+        if uring_refused(test) {
+            return;
+        }
+        let dir = scratch(test);
+        let path = dir.join("out");
+        std::fs::write(&path, b"").unwrap();
+        let pool = dio_pool(&path, 2);
+        let mut buf = pool.acquire().unwrap();
+        fill_pattern(&mut buf, 9);
+        let expect = buf.to_vec();
+        block_on(async {
+            let file = monoio::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&path)
+                .await?;
+            assert_eq!(buf.bytes_init(), BUF);
+            let (res, buf) = file.write_all_at(buf, 0).await;
+            file.close().await?;
+            drop(buf);
+            res
+        })
+        .unwrap();
+        assert!(std::fs::read(&path).unwrap() == expect);
+        assert_eq!(pool.stats().in_use, 0);
+    }
+
+    #[test]
+    fn monoio_pointer_is_the_buffer_start_and_survives_moves() {
+        let pool = PagePool::builder().capacity(2).build().unwrap();
+        let mut buf = pool.acquire().unwrap();
+        let p = buf.write_ptr() as usize;
+        assert_eq!(p, buf.read_ptr() as usize);
+        assert_eq!(p % pagepool::page_size(), 0);
+        let mut pinned = Box::pin(buf); // what monoio does with an op's buffer
+        assert_eq!(pinned.write_ptr() as usize, p);
+        let back = std::pin::Pin::into_inner(pinned);
+        assert_eq!(back.read_ptr() as usize, p);
+    }
+}
