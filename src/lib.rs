@@ -28,6 +28,14 @@
 //! [`PoolBuilder::for_direct_io`] builds a pool whose every buffer meets it; with the `io-uring` feature (Linux),
 //! `PagePool::iovecs` and `AlignedBuf::index` register the pool's buffers with io_uring.
 //!
+//! A buffer's [`len`](AlignedBuf::len) is the bytes filled (what it dereferences to) and its
+//! [`capacity`](AlignedBuf::capacity) the bytes mapped; it comes full from `acquire`, shortens with
+//! [`truncate`](AlignedBuf::truncate), appends through [`std::io::Write`] after [`clear`](AlignedBuf::clear), and
+//! [`freeze`](AlignedBuf::freeze) shares it read-only as a cheap-to-clone [`FrozenBuf`]. Cargo features: `async`
+//! (`PagePool::acquire_async`), `io-uring` (registered buffers, Linux), `bytes` (`bytes::BufMut` for
+//! `AlignedBuf`, `bytes::Bytes` from a `FrozenBuf` without copying), `zeroize` (`zeroize::Zeroize` for
+//! `AlignedBuf`), `tokio-uring` and `monoio` (their `IoBuf`/`IoBufMut` buffer traits, Linux; see below).
+//!
 //! # io_uring runtimes
 //!
 //! With the `tokio-uring` feature (Linux) an [`AlignedBuf`] is a `tokio_uring::buf::IoBuf` and `IoBufMut`, and
@@ -82,6 +90,7 @@ mod depot;
 pub mod dio;
 mod error;
 mod freelist;
+mod frozen;
 mod gate;
 mod overflow;
 mod policy;
@@ -110,6 +119,7 @@ pub use config::{
     MAX_CAPACITY, MAX_SIZE_CLASSES,
 };
 pub use error::{AcquireError, ConfigError};
+pub use frozen::FrozenBuf;
 pub use pool::PagePool;
 pub use stats::PoolStats;
 #[cfg(all(feature = "io-uring", target_os = "linux"))]

@@ -660,6 +660,12 @@ impl Inner {
 }
 
 impl Inner {
+    /// The size of every pooled buffer of this pool (of this size class): a pooled buffer's capacity.
+    #[inline]
+    pub(crate) fn buf_size(&self) -> usize {
+        self.arena.layout().buf_size
+    }
+
     /// Address of pooled slot `slot` (see `Arena::slot_ptr`).
     #[inline]
     pub(crate) fn slot_ptr(&self, slot: u32) -> NonNull<u8> {
@@ -987,6 +993,7 @@ impl PagePool {
     /// # Ok(()) }
     /// ```
     #[inline]
+    #[must_use = "an unused acquire takes a buffer (or fails) and gives it straight back"]
     pub fn acquire(&self) -> Result<AlignedBuf, AcquireError> {
         if let Some(c) = cache::pop(self.handle.inner) {
             return Ok(self.buf_at(c.slot, c.ptr));
@@ -1010,15 +1017,17 @@ impl PagePool {
         self.acquire_slow()
     }
 
-    /// Takes a buffer of at least `len` bytes: from the smallest size class that fits (its `len()` is the class
-    /// size; see [`PoolBuilder::size_classes`]), or, above the largest class (or above `buf_size` in a
-    /// single-size pool), from the overflow path: a mapping of `len` rounded up to the page size, unmapped on
-    /// drop, under the largest class's overflow policy and `max_overflow`. `acquire_len(0)` is the smallest
-    /// class. Never blocks.
+    /// Takes a buffer of at least `len` bytes: from the smallest size class that fits (its `len()` and
+    /// `capacity()` are the class size: it starts full, like `acquire`'s; see [`PoolBuilder::size_classes`]),
+    /// or, above the largest class (or above `buf_size` in a single-size pool), from the overflow path: a
+    /// mapping of `len` rounded up to the page size (its `len()` and `capacity()`), unmapped on drop, under the
+    /// largest class's overflow policy and `max_overflow`. `acquire_len(0)` is the smallest class. Never
+    /// blocks.
     ///
     /// # Errors
     /// As [`acquire`](Self::acquire), for the chosen class; [`AcquireError::Os`] also when `len` rounded up to
-    /// the page size does not fit in the address space.
+    /// the page size does not fit in the address space (its source is of kind `InvalidInput`: no OS call was
+    /// made).
     ///
     /// # Examples
     /// ```
@@ -1029,6 +1038,7 @@ impl PagePool {
     /// let big = pool.acquire_len(100_000).unwrap();
     /// assert!(big.is_overflow() && big.len() >= 100_000);
     /// ```
+    #[must_use = "an unused acquire takes a buffer (or fails) and gives it straight back"]
     pub fn acquire_len(&self, len: usize) -> Result<AlignedBuf, AcquireError> {
         let classes = &self.handle.classes;
         if classes.is_empty() {
@@ -1054,7 +1064,7 @@ impl PagePool {
             return Err(AcquireError::Os {
                 bytes: len,
                 source: std::io::Error::new(
-                    std::io::ErrorKind::OutOfMemory,
+                    std::io::ErrorKind::InvalidInput,
                     "requested length overflows the address space",
                 ),
             });
@@ -1065,7 +1075,7 @@ impl PagePool {
             return Err(AcquireError::Os {
                 bytes,
                 source: std::io::Error::new(
-                    std::io::ErrorKind::OutOfMemory,
+                    std::io::ErrorKind::InvalidInput,
                     "requested length overflows the address space",
                 ),
             });
@@ -1203,6 +1213,7 @@ impl PagePool {
     /// });
     /// # Ok(()) }
     /// ```
+    #[must_use = "an unused acquire takes a buffer (or fails) and gives it straight back"]
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<AlignedBuf, AcquireError> {
         let start = Instant::now();
         let inner = self.inner();
@@ -1280,6 +1291,7 @@ impl PagePool {
     /// # Ok(()) }
     /// ```
     #[cfg(any(feature = "async", loom))]
+    #[must_use = "the future does nothing unless awaited or polled"]
     pub fn acquire_async(&self) -> crate::acquire::Acquire<'_> {
         crate::acquire::Acquire::new(self)
     }

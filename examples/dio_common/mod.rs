@@ -84,13 +84,18 @@ pub fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usiz
 pub fn direct_checksum(path: &Path, pool: &PagePool) -> io::Result<u64> {
     let file = open_direct_read(path)?;
     let mut sum = Checksum::default();
-    let mut buf = pool.acquire().map_err(io::Error::other)?;
+    let mut buf = pool.acquire()?;
     let mut offset = 0;
     loop {
-        let n = read_full_at(&file, &mut buf, offset)?;
-        sum.update(&buf[..n]);
+        // Each block is read into the empty buffer's spare capacity; the buffer's length is then what was read.
+        buf.clear();
+        let n = read_full_at(&file, buf.spare_capacity_mut(), offset)?;
+        // SAFETY: `n` bytes were read into the spare capacity of an empty buffer: `n <= capacity()`, and the
+        // buffer's bytes are always initialised.
+        unsafe { buf.set_len(n) };
+        sum.update(&buf);
         offset += n as u64;
-        if n < buf.len() {
+        if buf.len() < buf.capacity() {
             break;
         }
     }
@@ -139,13 +144,14 @@ pub fn copy(
     let copied = AtomicU64::new(0);
     let written = AtomicU64::new(0);
     let worker = || -> io::Result<()> {
-        let mut buf: AlignedBuf = pool.acquire().map_err(io::Error::other)?;
+        let mut buf: AlignedBuf = pool.acquire()?;
         loop {
             let offset = next.fetch_add(block, Relaxed);
             if offset >= len {
                 return Ok(());
             }
-            let n = read_full_at(&input, &mut buf, offset)?;
+            buf.clear();
+            let n = read_full_at(&input, buf.spare_capacity_mut(), offset)?;
             let want = (len - offset).min(block) as usize;
             if n != want {
                 return Err(io::Error::new(
@@ -153,9 +159,13 @@ pub fn copy(
                     format!("short read at {offset}: {n} of {want} bytes (file changed?)"),
                 ));
             }
+            // The tail block: zeros up to the offset alignment (`padded <= capacity`: the capacity is a multiple
+            // of `pad_to`, checked above).
             let padded = n.next_multiple_of(pad_to);
-            buf[n..padded].fill(0);
-            output.write_all_at(&buf[..padded], offset)?;
+            buf.spare_capacity_mut()[n..padded].fill(0);
+            // SAFETY: `padded <= capacity()`, and bytes `0..padded` were just written (read, then zeroed).
+            unsafe { buf.set_len(padded) };
+            output.write_all_at(&buf, offset)?;
             written.fetch_add(padded as u64, Relaxed);
             progress(copied.fetch_add(n as u64, Relaxed) + n as u64);
         }
