@@ -9,8 +9,9 @@
 //!
 //! `--create MIB` first writes a MIB-mebibyte pseudo-random FILE plus 3 bytes, so the last read is short. The
 //! pool is built with `for_direct_io(&file)` (alignment and `buf_size` fit the file's O_DIRECT requirements)
-//! and `capacity = depth`. Each read takes a fresh buffer from the pool, the runtime owns it while the kernel
-//! fills it and hands it back with `len()` = the bytes read; it goes home when dropped. Where the kernel
+//! and `capacity = depth`. Each read takes a buffer from the pool (full, as `acquire` returns it); the runtime
+//! owns it while the kernel fills it and hands it back with `len()` = the bytes read (monoio's `set_init` sets
+//! the length); it goes home when dropped. Where the kernel
 //! refuses `io_uring_setup`, it prints `SKIPPED: monoio_read: ...` and exits 0.
 
 #[cfg(target_os = "linux")]
@@ -95,7 +96,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         loop {
             while next < len && in_flight.len() < depth {
                 // capacity = depth: never more buffers out than the pool holds.
-                let buf = pool.acquire().map_err(io::Error::other)?;
+                // Full from `acquire`: monoio's `set_init` sets the length to the bytes read.
+                let buf = pool.acquire()?;
                 in_flight.push_back(file.read_at(buf, next));
                 next += block;
             }
@@ -105,7 +107,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             };
             let n = res?;
             let want = (len - reads * block).min(block) as usize;
-            if n != want {
+            if n != want || buf.len() != n {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!(
@@ -114,7 +116,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     ),
                 ));
             }
-            sum.update(&buf[..n]);
+            sum.update(&buf);
             reads += 1;
         }
         drop(in_flight);

@@ -9,8 +9,9 @@
 //!
 //! `--create MIB` first writes a MIB-mebibyte pseudo-random FILE plus 3 bytes, so the last read is short. The
 //! pool is built with `for_direct_io(&file)` (alignment and `buf_size` fit the file's O_DIRECT requirements)
-//! and `capacity = depth`. Each read takes a fresh buffer from the pool, the runtime owns it while the kernel
-//! fills it and hands it back with `len()` = the bytes read; it goes home when dropped. Where the kernel
+//! and `capacity = depth`. Each read takes a buffer from the pool and empties it (`clear()`: tokio-uring's
+//! `set_init` only raises the length); the runtime owns it while the kernel fills it and hands it back with
+//! `len()` = the bytes read; it goes home when dropped. Where the kernel
 //! refuses `io_uring_setup`, it prints `SKIPPED: tokio_uring_read: ...` and exits 0.
 
 #[cfg(target_os = "linux")]
@@ -92,7 +93,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         loop {
             while next < len && in_flight.len() < depth {
                 // capacity = depth: never more buffers out than the pool holds.
-                let buf = pool.acquire().map_err(io::Error::other)?;
+                let mut buf = pool.acquire()?;
+                // Empty: tokio-uring's `set_init` only raises the length, so `len()` becomes the bytes read.
+                buf.clear();
                 in_flight.push_back(file.read_at(buf, next));
                 next += block;
             }
@@ -102,7 +105,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             };
             let n = res?;
             let want = (len - reads * block).min(block) as usize;
-            if n != want {
+            if n != want || buf.len() != n {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!(
@@ -111,7 +114,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     ),
                 ));
             }
-            sum.update(&buf[..n]);
+            sum.update(&buf);
             reads += 1;
         }
         drop(in_flight);

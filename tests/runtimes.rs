@@ -96,12 +96,17 @@ mod tokio_uring_rt {
         let mut reads = Vec::new();
         let mut offset = 0u64;
         loop {
-            let buf = pool.acquire().map_err(io::Error::other)?;
+            let mut buf = pool.acquire()?;
+            // tokio-uring's `set_init` only raises the length: empty the (full) buffer so that `len()` becomes
+            // the bytes read.
+            buf.clear();
             let total = buf.bytes_total();
+            assert_eq!((total, buf.bytes_init()), (buf.capacity(), 0));
             let (res, buf) = file.read_at(buf, offset).await;
             let n = res?;
             assert!(n <= total);
-            out.extend_from_slice(&buf[..n]);
+            assert_eq!(buf.len(), n, "len() after a read of {n} bytes at {offset}");
+            out.extend_from_slice(&buf);
             reads.push((offset, n));
             offset += n as u64;
             if n < total {
@@ -164,6 +169,109 @@ mod tokio_uring_rt {
         assert_eq!(pool.stats().in_use, 0);
     }
 
+    /// One block and a short tail (8192 + 17 bytes) read into one buffer in two reads through tokio-uring's
+    /// slices: the length follows each read. Then a full buffer (as `acquire` returns it) read short keeps its
+    /// length: tokio-uring's `set_init` is a high-water mark.
+    #[test]
+    fn tokio_uring_len_tracks_reads_through_slices() {
+        use tokio_uring::buf::BoundedBuf;
+        let test = "tokio_uring_len_tracks_reads_through_slices";
+        if uring_refused(test) {
+            return;
+        }
+        let dir = scratch(test);
+        let path = dir.join("f");
+        let data = write_file(&path, 8192 + 17, 300);
+        let pool = dio_pool(&path, 2);
+        tokio_uring::start(async {
+            let file = tokio_uring::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&path)
+                .await?;
+            let mut buf = pool.acquire()?;
+            buf.clear();
+            let (res, slice) = file.read_at(buf.slice(..8192), 0).await;
+            assert_eq!(res?, 8192);
+            let buf = slice.into_inner();
+            assert_eq!(buf.len(), 8192);
+            // The second read starts at `len()` and appends.
+            let (res, slice) = file.read_at(buf.slice(8192..), 8192).await;
+            assert_eq!(res?, 17);
+            let buf = slice.into_inner();
+            assert_eq!((buf.len(), buf.capacity()), (8192 + 17, BUF));
+            assert!(buf[..] == data[..]);
+
+            let full = pool.acquire()?;
+            let (res, full) = file.read_at(full, 0).await;
+            assert_eq!(res?, data.len());
+            assert_eq!(full.len(), full.capacity());
+            assert!(full[..data.len()] == data[..]);
+            file.close().await
+        })
+        .unwrap();
+        assert_eq!(pool.stats().in_use, 0);
+    }
+
+    /// A frozen buffer's halves written by two O_DIRECT writes from two handles (`FrozenBuf` is an `IoBuf`);
+    /// the buffer goes home with the last handle.
+    #[test]
+    fn tokio_uring_o_direct_write_from_frozen_halves() {
+        let test = "tokio_uring_o_direct_write_from_frozen_halves";
+        if uring_refused(test) {
+            return;
+        }
+        let dir = scratch(test);
+        let path = dir.join("out");
+        std::fs::write(&path, b"").unwrap();
+        let pool = dio_pool(&path, 2);
+        let mut buf = pool.acquire().unwrap();
+        fill_pattern(&mut buf, 11);
+        let expect = buf.to_vec();
+        let frozen = buf.freeze();
+        let half = BUF / 2;
+        let (lo, hi) = (frozen.slice(..half), frozen.slice(half..));
+        assert_eq!(frozen.handles(), 3);
+        tokio_uring::start(async {
+            let file = tokio_uring::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&path)
+                .await?;
+            assert_eq!((hi.bytes_init(), hi.bytes_total()), (half, half));
+            assert_eq!(lo.stable_ptr(), frozen.as_ptr());
+            let (r_hi, hi) = file.write_at(hi, half as u64).submit().await;
+            let (r_lo, lo) = file.write_at(lo, 0).submit().await;
+            assert_eq!((r_lo?, r_hi?), (half, half));
+            drop((lo, hi));
+            file.close().await
+        })
+        .unwrap();
+        assert!(std::fs::read(&path).unwrap() == expect);
+        assert_eq!(frozen.handles(), 1);
+        assert_eq!(pool.stats().in_use, 1);
+        drop(frozen);
+        assert_eq!(pool.stats().in_use, 0);
+    }
+
+    #[test]
+    fn tokio_uring_set_init_raises_only() {
+        let pool = PagePool::builder().capacity(1).build().unwrap();
+        let mut buf = pool.acquire().unwrap();
+        buf.clear();
+        // SAFETY: 100 <= capacity, and a pool buffer's bytes are always initialised.
+        unsafe { buf.set_init(100) };
+        assert_eq!(buf.bytes_init(), 100);
+        // SAFETY: as above.
+        unsafe { buf.set_init(40) };
+        assert_eq!(
+            buf.len(),
+            100,
+            "tokio-uring's set_init never lowers the length"
+        );
+        assert_eq!(buf.bytes_total(), pool.buf_size());
+    }
+
     #[test]
     fn tokio_uring_pointer_is_the_buffer_start_and_survives_moves() {
         let pool = PagePool::builder().capacity(2).build().unwrap();
@@ -184,6 +292,7 @@ mod monoio_rt {
     use super::*;
     use monoio::buf::{IoBuf, IoBufMut};
     use monoio::{IoUringDriver, RuntimeBuilder};
+    use pagepool::FrozenBuf;
     use std::future::Future;
     use std::os::unix::fs::OpenOptionsExt;
 
@@ -207,12 +316,15 @@ mod monoio_rt {
         let mut reads = Vec::new();
         let mut offset = 0u64;
         loop {
-            let mut buf = pool.acquire().map_err(io::Error::other)?;
+            // Full from `acquire`: monoio's `set_init` sets the length to the bytes read, shorter or not.
+            let mut buf = pool.acquire()?;
             let total = buf.bytes_total();
+            assert_eq!((total, buf.bytes_init()), (buf.capacity(), buf.capacity()));
             let (res, buf) = file.read_at(buf, offset).await;
             let n = res?;
             assert!(n <= total);
-            out.extend_from_slice(&buf[..n]);
+            assert_eq!(buf.len(), n, "len() after a read of {n} bytes at {offset}");
+            out.extend_from_slice(&buf);
             reads.push((offset, n));
             offset += n as u64;
             if n < total {
@@ -271,6 +383,101 @@ mod monoio_rt {
         .unwrap();
         assert!(std::fs::read(&path).unwrap() == expect);
         assert_eq!(pool.stats().in_use, 0);
+    }
+
+    /// One block and a short tail (8192 + 17 bytes) read into one buffer in two reads through monoio's
+    /// `slice_mut`: the length follows each read.
+    #[test]
+    fn monoio_len_tracks_reads_through_slices() {
+        let test = "monoio_len_tracks_reads_through_slices";
+        if uring_refused(test) {
+            return;
+        }
+        let dir = scratch(test);
+        let path = dir.join("f");
+        let data = write_file(&path, 8192 + 17, 400);
+        let pool = dio_pool(&path, 2);
+        block_on(async {
+            let file = monoio::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&path)
+                .await?;
+            let mut buf = pool.acquire()?;
+            buf.clear();
+            let (res, slice) = file.read_at(buf.slice_mut(..8192), 0).await;
+            assert_eq!(res?, 8192);
+            let buf = slice.into_inner();
+            assert_eq!(buf.len(), 8192);
+            let (res, slice) = file.read_at(buf.slice_mut(8192..), 8192).await;
+            assert_eq!(res?, 17);
+            let buf = slice.into_inner();
+            assert_eq!((buf.len(), buf.capacity()), (8192 + 17, BUF));
+            assert!(buf[..] == data[..]);
+            file.close().await
+        })
+        .unwrap();
+        assert_eq!(pool.stats().in_use, 0);
+    }
+
+    /// A frozen buffer's halves written by two O_DIRECT writes from two handles (`FrozenBuf` is an `IoBuf`);
+    /// the buffer goes home with the last handle.
+    #[test]
+    fn monoio_o_direct_write_from_frozen_halves() {
+        let test = "monoio_o_direct_write_from_frozen_halves";
+        if uring_refused(test) {
+            return;
+        }
+        let dir = scratch(test);
+        let path = dir.join("out");
+        std::fs::write(&path, b"").unwrap();
+        let pool = dio_pool(&path, 2);
+        let mut buf = pool.acquire().unwrap();
+        fill_pattern(&mut buf, 13);
+        let expect = buf.to_vec();
+        let frozen = buf.freeze();
+        let half = BUF / 2;
+        // `FrozenBuf::slice` by path: with `monoio::buf::IoBuf` in scope, `frozen.slice(..)` would pick the
+        // trait's by-value `slice` (a `monoio::buf::Slice`) before the inherent `&self` one.
+        let (lo, hi) = (
+            FrozenBuf::slice(&frozen, ..half),
+            FrozenBuf::slice(&frozen, half..),
+        );
+        assert_eq!(frozen.handles(), 3);
+        block_on(async {
+            let file = monoio::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&path)
+                .await?;
+            assert_eq!(hi.bytes_init(), half);
+            assert_eq!(lo.read_ptr(), frozen.as_ptr());
+            let (r_hi, hi) = file.write_all_at(hi, half as u64).await;
+            let (r_lo, lo) = file.write_all_at(lo, 0).await;
+            r_hi?;
+            r_lo?;
+            drop((lo, hi));
+            file.close().await
+        })
+        .unwrap();
+        assert!(std::fs::read(&path).unwrap() == expect);
+        assert_eq!(frozen.handles(), 1);
+        drop(frozen);
+        assert_eq!(pool.stats().in_use, 0);
+    }
+
+    #[test]
+    fn monoio_set_init_sets_exactly() {
+        let pool = PagePool::builder().capacity(1).build().unwrap();
+        let mut buf = pool.acquire().unwrap();
+        assert_eq!(buf.bytes_init(), pool.buf_size());
+        // SAFETY: 100 <= capacity, and a pool buffer's bytes are always initialised.
+        unsafe { buf.set_init(100) };
+        assert_eq!(buf.len(), 100, "monoio's set_init lowers the length too");
+        // SAFETY: as above.
+        unsafe { buf.set_init(300) };
+        assert_eq!(buf.len(), 300);
+        assert_eq!(buf.bytes_total(), pool.buf_size());
     }
 
     #[test]

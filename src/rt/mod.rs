@@ -1,12 +1,19 @@
 //! Buffer traits of io_uring runtimes for pool buffers (Linux): feature `tokio-uring` implements
-//! `tokio_uring::buf::{IoBuf, IoBufMut}`, feature `monoio` implements `monoio::buf::{IoBuf, IoBufMut}`.
+//! `tokio_uring::buf::{IoBuf, IoBufMut}`, feature `monoio` implements `monoio::buf::{IoBuf, IoBufMut}`, both for
+//! [`AlignedBuf`](crate::AlignedBuf) and (read-only) [`FrozenBuf`](crate::FrozenBuf).
 //!
 //! Both runtimes take a buffer by value for the length of an operation and hand the kernel the pointer the
 //! buffer reports, so the traits are `unsafe` to implement: that pointer must stay valid and unchanged while the
-//! runtime owns the value, even as the value moves. An [`AlignedBuf`](crate::AlignedBuf) holds the address of
-//! its bytes, not the bytes: they live in one of the pool's chunk mappings (or in the buffer's own overflow
-//! mapping), which no handle move, acquire, release or trim of another buffer relocates, and which stays mapped
-//! at least until this handle drops (it holds a reference on the pool). See each impl's `SAFETY` comment.
+//! runtime owns the value, even as the value moves. A pool buffer holds the address of its bytes, not the bytes:
+//! they live in one of the pool's chunk mappings (or in the buffer's own overflow mapping), which no move of the
+//! handle, and no acquire, release or trim of another buffer, relocates, and which stays mapped at least until
+//! the handle drops (it holds a reference on the pool). See each impl's `SAFETY` comment.
+//!
+//! The two traits differ in one contract: tokio-uring's `set_init(pos)` only raises the initialised length
+//! (a high-water mark, like `Vec`'s impl), monoio's sets it to `pos`. So after a read of `n` bytes at the start
+//! of a buffer, monoio leaves `len() == n`, while tokio-uring leaves `len() == max(len(), n)`: call
+//! [`clear`](crate::AlignedBuf::clear) before a tokio-uring read (a buffer comes full from `acquire`) to get
+//! `len() == n`.
 
 #[cfg(feature = "monoio")]
 mod monoio;
