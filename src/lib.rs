@@ -42,7 +42,11 @@
 //! with the `monoio` feature a `monoio::buf::IoBuf` and `IoBufMut`: pass pool buffers by value to the runtime's
 //! reads and writes, get them back with the result, and drop them to return them to the pool. The runtime may
 //! move the buffer while the kernel uses it; the bytes never move (they live in the pool's mappings, not in the
-//! handle). A buffer whose operation is cancelled stays with the runtime until the kernel is done with it.
+//! handle). A buffer whose operation is cancelled (its future dropped) stays with the runtime until the kernel
+//! is done with it. Do not drop the runtime itself with operations in flight: per their source, monoio 0.2.4
+//! drops such buffers at teardown without waiting for the kernel, and tokio-uring 0.5.0 drops them before its
+//! cancellations complete, so a buffer could go back to the pool, and to its next holder, while the kernel may
+//! still write into it (the same applies to any buffer type, a `Vec`'s memory back in the allocator).
 //!
 //! ```no_run
 //! # #[cfg(all(target_os = "linux", feature = "tokio-uring"))]

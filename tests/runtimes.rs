@@ -12,8 +12,10 @@ mod dio_common;
 use dio_common::fill_pattern;
 use pagepool::PagePool;
 use std::fs::File;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 const TMPFS_MAGIC: u32 = 0x0102_1994;
 /// The pool's buffers: 16 KiB, so the file sizes below end in short reads of several kinds.
@@ -254,6 +256,52 @@ mod tokio_uring_rt {
         assert_eq!(pool.stats().in_use, 0);
     }
 
+    /// A read whose future is dropped after submission: the runtime keeps the buffer until the kernel has
+    /// completed the read (it is not home, so no one else can be handed memory the kernel is writing), then
+    /// drops it, and it goes home.
+    #[test]
+    fn tokio_uring_cancelled_read_keeps_the_buffer_until_completion() {
+        let test = "tokio_uring_cancelled_read_keeps_the_buffer_until_completion";
+        if uring_refused(test) {
+            return;
+        }
+        let dir = scratch(test);
+        let path = dir.join("f");
+        write_file(&path, 4 * BUF, 500);
+        let pool = dio_pool(&path, 2);
+        tokio_uring::start(async {
+            let file = tokio_uring::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&path)
+                .await?;
+            let mut read = Box::pin(file.read_at(pool.acquire()?, 0));
+            // One poll submits the read; then the future is dropped with the read in flight.
+            std::future::poll_fn(|cx| {
+                assert!(read.as_mut().poll(cx).is_pending());
+                std::task::Poll::Ready(())
+            })
+            .await;
+            drop(read);
+            // Nothing has run the driver since: the completion cannot have been reaped.
+            assert_eq!(pool.stats().in_use, 1, "the runtime must hold the buffer");
+            // Other reads run the driver, which reaps the cancelled read's completion and drops its buffer.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while pool.stats().in_use != 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the cancelled read never completed"
+                );
+                let (res, buf) = file.read_at(pool.acquire()?, BUF as u64).await;
+                assert_eq!(res?, BUF);
+                drop(buf);
+            }
+            file.close().await
+        })
+        .unwrap();
+        assert_eq!(pool.stats().in_use, 0);
+    }
+
     #[test]
     fn tokio_uring_set_init_raises_only() {
         let pool = PagePool::builder().capacity(1).build().unwrap();
@@ -293,7 +341,6 @@ mod monoio_rt {
     use monoio::buf::{IoBuf, IoBufMut};
     use monoio::{IoUringDriver, RuntimeBuilder};
     use pagepool::FrozenBuf;
-    use std::future::Future;
     use std::os::unix::fs::OpenOptionsExt;
 
     /// Runs `fut` on a monoio runtime with the io_uring driver. Only called after `uring_refused`, so a failure
@@ -463,6 +510,48 @@ mod monoio_rt {
         assert!(std::fs::read(&path).unwrap() == expect);
         assert_eq!(frozen.handles(), 1);
         drop(frozen);
+        assert_eq!(pool.stats().in_use, 0);
+    }
+
+    /// A read whose future is dropped after submission: the runtime keeps the buffer until the kernel has
+    /// completed the read, then drops it, and it goes home.
+    #[test]
+    fn monoio_cancelled_read_keeps_the_buffer_until_completion() {
+        let test = "monoio_cancelled_read_keeps_the_buffer_until_completion";
+        if uring_refused(test) {
+            return;
+        }
+        let dir = scratch(test);
+        let path = dir.join("f");
+        write_file(&path, 4 * BUF, 600);
+        let pool = dio_pool(&path, 2);
+        block_on(async {
+            let file = monoio::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&path)
+                .await?;
+            let mut read = Box::pin(file.read_at(pool.acquire()?, 0));
+            std::future::poll_fn(|cx| {
+                assert!(read.as_mut().poll(cx).is_pending());
+                std::task::Poll::Ready(())
+            })
+            .await;
+            drop(read);
+            assert_eq!(pool.stats().in_use, 1, "the runtime must hold the buffer");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while pool.stats().in_use != 0 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the cancelled read never completed"
+                );
+                let (res, buf) = file.read_at(pool.acquire()?, BUF as u64).await;
+                assert_eq!(res?, BUF);
+                drop(buf);
+            }
+            file.close().await
+        })
+        .unwrap();
         assert_eq!(pool.stats().in_use, 0);
     }
 

@@ -14,6 +14,11 @@
 //! of a buffer, monoio leaves `len() == n`, while tokio-uring leaves `len() == max(len(), n)`: call
 //! [`clear`](crate::AlignedBuf::clear) before a tokio-uring read (a buffer comes full from `acquire`) to get
 //! `len() == n`.
+//!
+//! Cancellation: a dropped operation's buffer is kept by the runtime until the kernel completes it (tested in
+//! tests/runtimes.rs). Runtime teardown with operations in flight is the runtimes' business and not safe for
+//! any buffer type (monoio 0.2.4 drops the buffers without waiting; tokio-uring 0.5.0 drops them before its
+//! cancellations complete): the crate docs tell users to finish their operations first.
 
 #[cfg(feature = "monoio")]
 mod monoio;
