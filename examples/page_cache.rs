@@ -156,11 +156,13 @@ mod app {
             if let Some(p) = path {
                 cfg.path = p;
             }
-            if cfg.page_kib == 0 || cfg.cache_pages == 0 || cfg.threads == 0 || cfg.seconds.is_nan()
-            {
+            if cfg.page_kib == 0 || cfg.cache_pages == 0 || cfg.threads == 0 {
                 return Err(format!(
                     "--page-kib, --cache-pages and --threads must be positive\n{usage}"
                 ));
+            }
+            if !(cfg.seconds >= 0.0 && cfg.seconds.is_finite()) {
+                return Err(format!("--seconds must be a finite number >= 0\n{usage}"));
             }
             if !(cfg.zipf >= 0.0 && cfg.zipf.is_finite()) {
                 return Err(format!("--zipf must be a finite number >= 0\n{usage}"));
