@@ -328,8 +328,8 @@ impl AlignedBuf {
     pub fn spare_capacity_mut(&mut self) -> &mut [u8] {
         let cap = self.capacity();
         // SAFETY: `len <= capacity` (the type's invariant), so `ptr + len .. ptr + capacity` lies in the buffer's
-        // mapped, initialised memory, which `&mut self` owns exclusively; it does not overlap the filled bytes
-        // borrowed nowhere else meanwhile (the returned borrow holds `self`).
+        // mapped, initialised memory. The returned borrow holds `&mut self`, so no other reference to any of the
+        // buffer's bytes exists while it lives.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(self.len), cap - self.len) }
     }
 
