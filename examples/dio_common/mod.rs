@@ -207,3 +207,36 @@ pub fn fill_pattern(buf: &mut [u8], seed: u64) {
         chunk.copy_from_slice(&v[..chunk.len()]);
     }
 }
+
+/// Creates (truncating) `path` with `mib` mebibytes of the seeded pattern plus `tail` bytes, so a tail that is not
+/// a multiple of any block size ends the file; synced, so the bytes are on the device for direct reads.
+pub fn create_pattern_file(path: &Path, mib: u64, tail: usize) -> io::Result<u64> {
+    use std::io::Write;
+    let mut f = io::BufWriter::new(File::create(path)?);
+    let mut block = vec![0u8; 1 << 20];
+    for i in 0..mib {
+        fill_pattern(&mut block, i + 1);
+        f.write_all(&block)?;
+    }
+    fill_pattern(&mut block[..tail], mib + 1);
+    f.write_all(&block[..tail])?;
+    f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok((mib << 20) + tail as u64)
+}
+
+/// Checksum of a whole file through ordinary buffered reads: the reference the direct reads are checked
+/// against.
+pub fn buffered_checksum(path: &Path) -> io::Result<u64> {
+    use std::io::Read;
+    let mut sum = Checksum::default();
+    let mut f = File::open(path)?;
+    let mut block = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut block) {
+            Ok(0) => return Ok(sum.finish()),
+            Ok(n) => sum.update(&block[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
