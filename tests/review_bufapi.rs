@@ -524,12 +524,14 @@ fn freeze_overflow_after_the_pool_closed() {
 macro_rules! implements {
     ($t:ty: $($bound:tt)+) => {{
         struct P<T: ?Sized>(std::marker::PhantomData<T>);
+        #[allow(dead_code)]
         trait Yes {
             fn has(&self) -> bool {
                 true
             }
         }
         impl<T: $($bound)+> Yes for P<T> {}
+        #[allow(dead_code)]
         trait No {
             fn has(&self) -> bool {
                 false
@@ -653,10 +655,11 @@ mod tokio_uring_traits {
         let pool = PagePool::builder().capacity(1).build().unwrap();
         let f = numbered(&pool, 32);
         let base = f.as_ptr();
-        let s = f.slice(3..9);
+        // `f.slice` would be the runtime trait's by-value `slice` here (it wins over the inherent `&self` one).
+        let s = FrozenBuf::slice(&f, 3..9);
         assert_eq!(IoBuf::stable_ptr(&s), base.wrapping_add(3));
         assert_eq!((IoBuf::bytes_init(&s), IoBuf::bytes_total(&s)), (6, 6));
-        let e = f.slice(32..);
+        let e = FrozenBuf::slice(&f, 32..);
         assert_eq!(IoBuf::stable_ptr(&e), base.wrapping_add(32));
         assert_eq!((IoBuf::bytes_init(&e), IoBuf::bytes_total(&e)), (0, 0));
         assert!(implements!(FrozenBuf: IoBuf));
@@ -716,7 +719,8 @@ mod monoio_traits {
         let pool = PagePool::builder().capacity(1).build().unwrap();
         let f = numbered(&pool, 32);
         let base = f.as_ptr();
-        let s = f.slice(3..9);
+        // `f.slice` would be the runtime trait's by-value `slice` here (it wins over the inherent `&self` one).
+        let s = FrozenBuf::slice(&f, 3..9);
         assert_eq!(IoBuf::read_ptr(&s), base.wrapping_add(3));
         assert_eq!(IoBuf::bytes_init(&s), 6);
         assert!(implements!(FrozenBuf: IoBuf));
