@@ -571,6 +571,45 @@ fn no_eq_ord_or_hash_that_could_disagree_with_borrow() {
     assert!(!implements!(FrozenBuf: Hash));
 }
 
+/// A frozen overflow buffer whose last slice drops on another thread while a caller waits at the limit: the
+/// waiter gets the mapping (granted from the reserve path), full, of the pool's size, zeroed over its whole
+/// capacity, with no poison violation.
+#[test]
+fn waiter_granted_a_frozen_overflow_buffer_gets_it_full_and_scrubbed() {
+    let pool = PagePool::builder()
+        .buf_size(2 * page())
+        .capacity(1)
+        .thread_cache(0)
+        .overflow(OverflowPolicy::Wait)
+        .max_overflow(1)
+        .poison_on_release(true)
+        .zero_on_release(true)
+        .build()
+        .unwrap();
+    let held = pool.acquire().unwrap();
+    let mut o = pool.acquire().unwrap();
+    assert!(o.is_overflow());
+    let addr = o.as_ptr();
+    o.fill(0xF0);
+    o.truncate(7);
+    let f = o.freeze();
+    let part = f.slice(2..5);
+    drop(f);
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(part.iter().all(|&x| x == 0xF0), "intact until the last handle");
+        drop(part);
+    });
+    let b = pool.acquire_timeout(Duration::from_secs(10)).unwrap();
+    t.join().unwrap();
+    assert!(b.is_overflow());
+    assert_eq!(b.as_ptr(), addr, "the same mapping, handed over");
+    assert_eq!((b.len(), b.capacity()), (2 * page(), 2 * page()));
+    assert!(b.iter().all(|&x| x == 0), "zeroed over the whole capacity");
+    assert_eq!(pool.stats().poison_violations, 0);
+    drop((held, b));
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // From<AcquireError> for io::Error
 // ---------------------------------------------------------------------------------------------------------
@@ -602,6 +641,21 @@ fn io_error_source_chain_is_as_documented() {
     let src = e.source().expect("a source");
     assert!(src.is::<AcquireError>(), "the first link is the AcquireError, got {src:?}");
     assert!(src.source().is_some_and(|s| s.is::<io::Error>()));
+}
+
+/// `acquire_len`'s doc: `Os` "also when `len` rounded up to the page size does not fit in the address space
+/// (its source is of kind `InvalidInput`: no OS call was made)". A length that fits in `usize` but not in the
+/// address space (2^62 bytes on x86-64's 47-bit user space) reaches `mmap`, and the kind is the OS's.
+#[test]
+fn acquire_len_past_the_address_space_but_within_usize() {
+    let pool = PagePool::builder().capacity(1).build().unwrap();
+    let e = pool.acquire_len(1usize << 62).unwrap_err();
+    let kind = io::Error::from(e).kind();
+    assert_eq!(
+        kind,
+        io::ErrorKind::InvalidInput,
+        "a length beyond the address space: the doc promises InvalidInput (no OS call)"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------
