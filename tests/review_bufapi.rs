@@ -782,3 +782,93 @@ mod monoio_traits {
         assert!(implements!(AlignedBuf: IoBufMut));
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// AddressSanitizer: the spare capacity is accessible while held; the whole capacity is poisoned once home
+// (build with RUSTFLAGS="-Zsanitizer=address --cfg pagepool_asan", see ci/sanitizers.sh)
+// ---------------------------------------------------------------------------------------------------------
+
+#[cfg(pagepool_asan)]
+mod asan {
+    use super::*;
+    use std::ffi::c_void;
+
+    extern "C" {
+        fn __asan_address_is_poisoned(addr: *const c_void) -> i32;
+        fn __asan_region_is_poisoned(beg: *mut c_void, size: usize) -> *mut c_void;
+    }
+
+    fn none_poisoned(p: *const u8, len: usize) -> bool {
+        // SAFETY: queries ASan's shadow only.
+        unsafe { __asan_region_is_poisoned(p as *mut c_void, len).is_null() }
+    }
+
+    fn all_poisoned(p: *const u8, len: usize) -> bool {
+        // SAFETY: queries ASan's shadow only.
+        (0..len).all(|i| unsafe { __asan_address_is_poisoned(p.wrapping_add(i).cast()) } != 0)
+    }
+
+    /// Held: every byte of the capacity is accessible, whatever the length; released (pooled, reserved
+    /// overflow, frozen last handle): every byte of the capacity is poisoned, not only `..len`.
+    #[test]
+    fn spare_accessible_while_held_capacity_poisoned_once_home() {
+        for cache in [0, 4] {
+            let n = cache.max(1);
+            let pool = PagePool::builder()
+                .buf_size(2 * page())
+                .capacity(n)
+                .thread_cache(cache)
+                .overflow(OverflowPolicy::Map)
+                .build()
+                .unwrap();
+            let mut b = pool.acquire().unwrap();
+            let (p, cap) = (b.as_ptr(), b.capacity());
+            b.clear();
+            assert!(none_poisoned(p, cap), "cleared but held: all accessible");
+            b.truncate(0);
+            b.write_all(b"abc").unwrap();
+            drop(b);
+            assert!(all_poisoned(p, cap), "released pooled buffer: the whole capacity poisoned");
+            // A reserved overflow buffer.
+            let held: Vec<AlignedBuf> = (0..n).map(|_| pool.acquire().unwrap()).collect();
+            assert!(held.iter().all(|h| !h.is_overflow()));
+            let mut o = pool.acquire().unwrap();
+            assert!(o.is_overflow());
+            let op = o.as_ptr();
+            o.clear();
+            assert!(none_poisoned(op, cap));
+            drop(o);
+            assert!(all_poisoned(op, cap), "reserved overflow buffer: poisoned over its capacity");
+            let mut o = pool.acquire().unwrap();
+            assert_eq!(o.as_ptr(), op);
+            assert!(none_poisoned(op, cap), "reused: accessible again");
+            o.truncate(1);
+            let f = o.freeze();
+            let part = f.slice(..1);
+            drop(f);
+            assert!(none_poisoned(op, cap), "a handle lives: still accessible");
+            drop(part);
+            assert!(all_poisoned(op, cap), "last frozen handle gone: poisoned");
+            drop(held);
+            assert!(all_poisoned(p, cap));
+        }
+    }
+
+    /// A size-class buffer's poisoning covers its class's size.
+    #[test]
+    fn class_buffer_poisoned_over_the_class_size() {
+        let pool = PagePool::builder()
+            .size_classes(&[page(), 4 * page()])
+            .capacity(1)
+            .thread_cache(0)
+            .build()
+            .unwrap();
+        let mut b = pool.acquire_len(page() + 1).unwrap();
+        let (p, cap) = (b.as_ptr(), b.capacity());
+        assert_eq!(cap, 4 * page());
+        b.clear();
+        assert!(none_poisoned(p, cap));
+        drop(b);
+        assert!(all_poisoned(p, cap));
+    }
+}
