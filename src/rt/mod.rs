@@ -15,6 +15,11 @@
 //! [`clear`](crate::AlignedBuf::clear) before a tokio-uring read (a buffer comes full from `acquire`) to get
 //! `len() == n`.
 //!
+//! Method resolution: with `tokio_uring::buf::BoundedBuf` or `monoio::buf::IoBuf` in scope, `frozen.slice(r)`
+//! on a [`FrozenBuf`](crate::FrozenBuf) resolves to the runtime trait's by-value `slice` (a runtime `Slice`
+//! that consumes the handle), not to `FrozenBuf::slice(&self, r)`; call `FrozenBuf::slice(&frozen, r)` to get
+//! a sub-handle (found by review; `bytes::Bytes` behaves the same).
+//!
 //! Cancellation: a dropped operation's buffer is kept by the runtime until the kernel completes it (tested in
 //! tests/runtimes.rs). Runtime teardown with operations in flight is the runtimes' business and not safe for
 //! any buffer type (monoio 0.2.4 drops the buffers without waiting; tokio-uring 0.5.0 drops them before its
