@@ -279,7 +279,10 @@ mod bytes_feature {
         }));
         assert!(r.is_err());
         assert_eq!(b.len(), cap - 4);
-        let r = catch_unwind(AssertUnwindSafe(|| unsafe { b.advance_mut(usize::MAX) }));
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: as above: refused before any byte counts as initialised.
+            unsafe { b.advance_mut(usize::MAX) }
+        }));
         assert!(r.is_err());
         assert_eq!(b.len(), cap - 4);
         // chunk_mut is exactly the remaining room, at the end of the filled bytes.
@@ -311,9 +314,10 @@ mod bytes_feature {
         assert_eq!(b[cap / 2], 2);
         // Through the `BufMut::limit`/`writer` adapters.
         b.clear();
-        let mut w = (&mut b).limit(3).writer();
-        assert_eq!(w.write(b"hello").unwrap(), 3);
-        drop(w);
+        {
+            let mut w = (&mut b).limit(3).writer();
+            assert_eq!(w.write(b"hello").unwrap(), 3);
+        }
         assert_eq!(&b[..], b"hel");
     }
 
