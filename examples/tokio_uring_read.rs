@@ -29,55 +29,20 @@ fn main() {
 #[cfg(target_os = "linux")]
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     use futures::stream::{FuturesOrdered, StreamExt};
-    use pagepool::{dio, PagePool};
     use std::io;
     use std::os::unix::fs::OpenOptionsExt;
-    use std::path::PathBuf;
     use std::time::Instant;
 
     let usage = "usage: tokio_uring_read [--depth N] [--buf-size BYTES] [--create MIB] FILE";
-    let (mut depth, mut buf_size, mut create) = (8usize, 512usize << 10, None::<u64>);
-    let mut path: Option<PathBuf> = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut num =
-            || -> Result<u64, &str> { args.next().and_then(|v| v.parse().ok()).ok_or(usage) };
-        match a.as_str() {
-            "--depth" => depth = num()?.clamp(1, 1024) as usize,
-            "--buf-size" => buf_size = num()? as usize,
-            "--create" => create = Some(num()?),
-            "-h" | "--help" => {
-                println!("{usage}");
-                return Ok(());
-            }
-            _ if path.is_none() => path = Some(a.into()),
-            _ => return Err(usage.into()),
-        }
-    }
-    let path = path.ok_or(usage)?;
-    if let Some(mib) = create {
-        let len = dio_common::create_pattern_file(&path, mib, 3)?;
-        println!("created {} ({len} bytes)", path.display());
-    }
-    if let Err(e) = io_uring::IoUring::new(8) {
-        println!("SKIPPED: tokio_uring_read: io_uring_setup refused: {e}");
+    let Some(args) = dio_common::read::ReadArgs::parse(usage, 1024)? else {
         return Ok(());
-    }
-
-    let std_file = std::fs::File::open(&path)?;
-    let len = std_file.metadata()?.len();
-    let align = dio::requirements(&std_file)?;
-    let pool = PagePool::builder()
-        .buf_size(buf_size)
-        .capacity(depth)
-        .for_direct_io(&std_file)?
-        .build()?;
-    drop(std_file);
-    println!(
-        "{}: O_DIRECT {align:?}; {depth} reads of {} B in flight through tokio-uring",
-        path.display(),
-        pool.buf_size()
-    );
+    };
+    let Some(dio_common::read::Prepared { pool, len }) =
+        dio_common::read::prepare("tokio_uring_read", "tokio-uring", &args)?
+    else {
+        return Ok(());
+    };
+    let (depth, path) = (args.depth, &args.path);
 
     let block = pool.buf_size() as u64;
     let t = Instant::now();
@@ -121,26 +86,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         file.close().await?;
         Ok::<_, io::Error>((sum.finish(), reads))
     })?;
-    let elapsed = t.elapsed();
-    println!(
-        "read {len} bytes in {reads} reads in {elapsed:.2?}: {:.0} MB/s, checksum {checksum:016x}",
-        len as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9),
-    );
-    let expected = dio_common::buffered_checksum(&path)?;
-    let verdict = if expected == checksum {
-        "MATCH"
-    } else {
-        "MISMATCH"
-    };
-    println!("buffered read checksum {expected:016x}: {verdict}");
-    if expected != checksum {
-        return Err("the direct reads read different bytes".into());
-    }
-    let s = pool.stats();
-    println!(
-        "pool: {} acquires, {} overflow maps, {} in use at the end",
-        s.acquires, s.overflow_maps, s.in_use
-    );
+    dio_common::read::print_read(len, reads, "reads", t.elapsed(), checksum);
+    dio_common::read::verify(path, checksum, "the direct reads read different bytes")?;
+    dio_common::read::print_pool_stats(&pool);
     Ok(())
 }
 
