@@ -183,14 +183,20 @@ mod tokio_uring_rt {
     use std::os::unix::fs::OpenOptionsExt;
     use tokio_uring::buf::{IoBuf, IoBufMut};
 
+    /// Opens `path` with O_DIRECT through tokio-uring, for writing or reading.
+    async fn open_direct(path: &Path, write: bool) -> io::Result<tokio_uring::fs::File> {
+        tokio_uring::fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .await
+    }
+
     /// Reads the whole of `path` with O_DIRECT through tokio-uring into fresh pool buffers, one read per buffer,
     /// and returns each read's (offset, bytes, buffer length after the read).
     async fn read_all(path: &Path, pool: &PagePool) -> io::Result<(Vec<u8>, Vec<(u64, usize)>)> {
-        let file = tokio_uring::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-            .await?;
+        let file = open_direct(path, false).await?;
         let mut out = Vec::new();
         let mut reads = Vec::new();
         let mut offset = 0u64;
@@ -232,11 +238,7 @@ mod tokio_uring_rt {
         };
         let (buf, expect) = filled_buf(&pool, 7);
         let written = tokio_uring::start(async {
-            let file = tokio_uring::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&path)
-                .await?;
+            let file = open_direct(&path, true).await?;
             assert_eq!(buf.bytes_init(), BUF);
             let (res, buf) = file.write_at(buf, 0).submit().await;
             file.close().await?;
@@ -265,11 +267,7 @@ mod tokio_uring_rt {
             return;
         };
         tokio_uring::start(async {
-            let file = tokio_uring::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&path)
-                .await?;
+            let file = open_direct(&path, false).await?;
             let mut buf = pool.acquire()?;
             buf.clear();
             let (res, slice) = file.read_at(buf.slice(..8192), 0).await;
@@ -313,11 +311,7 @@ mod tokio_uring_rt {
         let (lo, hi) = (frozen.slice(..half), frozen.slice(half..));
         assert_eq!(frozen.handles(), 3);
         tokio_uring::start(async {
-            let file = tokio_uring::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&path)
-                .await?;
+            let file = open_direct(&path, true).await?;
             assert_eq!((hi.bytes_init(), hi.bytes_total()), (half, half));
             assert_eq!(lo.stable_ptr(), frozen.as_ptr());
             let (r_hi, hi) = file.write_at(hi, half as u64).submit().await;
@@ -349,11 +343,7 @@ mod tokio_uring_rt {
             return;
         };
         tokio_uring::start(async {
-            let file = tokio_uring::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&path)
-                .await?;
+            let file = open_direct(&path, false).await?;
             // One poll submits the read; then the future is dropped with the read in flight.
             submit_then_drop(file.read_at(pool.acquire()?, 0)).await;
             // Nothing has run the driver since: the completion cannot have been reaped.
@@ -421,12 +411,18 @@ mod monoio_rt {
             .block_on(fut)
     }
 
-    async fn read_all(path: &Path, pool: &PagePool) -> io::Result<(Vec<u8>, Vec<(u64, usize)>)> {
-        let file = monoio::fs::OpenOptions::new()
-            .read(true)
+    /// Opens `path` with O_DIRECT through monoio, for writing or reading.
+    async fn open_direct(path: &Path, write: bool) -> io::Result<monoio::fs::File> {
+        monoio::fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
             .custom_flags(libc::O_DIRECT)
             .open(path)
-            .await?;
+            .await
+    }
+
+    async fn read_all(path: &Path, pool: &PagePool) -> io::Result<(Vec<u8>, Vec<(u64, usize)>)> {
+        let file = open_direct(path, false).await?;
         let mut out = Vec::new();
         let mut reads = Vec::new();
         let mut offset = 0u64;
@@ -462,11 +458,7 @@ mod monoio_rt {
         };
         let (buf, expect) = filled_buf(&pool, 9);
         block_on(async {
-            let file = monoio::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&path)
-                .await?;
+            let file = open_direct(&path, true).await?;
             assert_eq!(buf.bytes_init(), BUF);
             let (res, buf) = file.write_all_at(buf, 0).await;
             file.close().await?;
@@ -492,11 +484,7 @@ mod monoio_rt {
             return;
         };
         block_on(async {
-            let file = monoio::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&path)
-                .await?;
+            let file = open_direct(&path, false).await?;
             let mut buf = pool.acquire()?;
             buf.clear();
             let (res, slice) = file.read_at(buf.slice_mut(..8192), 0).await;
@@ -534,11 +522,7 @@ mod monoio_rt {
         );
         assert_eq!(frozen.handles(), 3);
         block_on(async {
-            let file = monoio::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&path)
-                .await?;
+            let file = open_direct(&path, true).await?;
             assert_eq!(hi.bytes_init(), half);
             assert_eq!(lo.read_ptr(), frozen.as_ptr());
             let (r_hi, hi) = file.write_all_at(hi, half as u64).await;
@@ -569,11 +553,7 @@ mod monoio_rt {
             return;
         };
         block_on(async {
-            let file = monoio::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&path)
-                .await?;
+            let file = open_direct(&path, false).await?;
             submit_then_drop(file.read_at(pool.acquire()?, 0)).await;
             assert_eq!(pool.stats().in_use, 1, "the runtime must hold the buffer");
             drive_until_home(&pool, |buf, offset| {
