@@ -28,7 +28,6 @@ fn main() {
 
 #[cfg(target_os = "linux")]
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    use futures::stream::{FuturesOrdered, StreamExt};
     use std::io;
     use std::os::unix::fs::OpenOptionsExt;
     use std::time::Instant;
@@ -44,7 +43,6 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (depth, path) = (args.depth, &args.path);
 
-    let block = pool.buf_size() as u64;
     let t = Instant::now();
     let (checksum, reads) = tokio_uring::start(async {
         let file = tokio_uring::fs::OpenOptions::new()
@@ -52,39 +50,14 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             .custom_flags(libc::O_DIRECT)
             .open(&path)
             .await?;
-        let mut sum = dio_common::Checksum::default();
-        let mut in_flight = FuturesOrdered::new();
-        let (mut next, mut reads) = (0u64, 0u64);
-        loop {
-            while next < len && in_flight.len() < depth {
-                // capacity = depth: never more buffers out than the pool holds.
-                let mut buf = pool.acquire()?;
-                // Empty: tokio-uring's `set_init` only raises the length, so `len()` becomes the bytes read.
-                buf.clear();
-                in_flight.push_back(file.read_at(buf, next));
-                next += block;
-            }
-            // Completions are taken in file order, so the checksum folds the bytes in order.
-            let Some((res, buf)) = in_flight.next().await else {
-                break;
-            };
-            let n = res?;
-            let want = (len - reads * block).min(block) as usize;
-            if n != want || buf.len() != n {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "read {reads}: {n} bytes, len() {}, expected {want}",
-                        buf.len()
-                    ),
-                ));
-            }
-            sum.update(&buf);
-            reads += 1;
-        }
-        drop(in_flight);
+        let read = dio_common::read::read_in_order(&pool, len, depth, |mut buf, offset| {
+            // Empty: tokio-uring's `set_init` only raises the length, so `len()` becomes the bytes read.
+            buf.clear();
+            file.read_at(buf, offset)
+        })
+        .await?;
         file.close().await?;
-        Ok::<_, io::Error>((sum.finish(), reads))
+        Ok::<_, io::Error>(read)
     })?;
     dio_common::read::print_read(len, reads, "reads", t.elapsed(), checksum);
     dio_common::read::verify(path, checksum, "the direct reads read different bytes")?;

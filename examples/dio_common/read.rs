@@ -126,3 +126,48 @@ pub fn print_pool_stats(pool: &PagePool) {
         s.acquires, s.overflow_maps, s.in_use
     );
 }
+
+/// Reads the `len` bytes of a file in pool-buffer blocks, `depth` reads in flight (`pool` holds `depth`
+/// buffers: never more out than that), through `read_at` (a runtime's read of a fresh buffer at an offset,
+/// which hands back the buffer with `len()` = the bytes read). Completions are taken in file order, so the
+/// checksum folds the bytes in order. Returns the checksum and the reads made.
+pub async fn read_in_order<F, Fut>(
+    pool: &PagePool,
+    len: u64,
+    depth: usize,
+    mut read_at: F,
+) -> std::io::Result<(u64, u64)>
+where
+    F: FnMut(pagepool::AlignedBuf, u64) -> Fut,
+    Fut: std::future::Future<Output = (std::io::Result<usize>, pagepool::AlignedBuf)>,
+{
+    use futures::stream::{FuturesOrdered, StreamExt};
+    use std::io;
+    let block = pool.buf_size() as u64;
+    let mut sum = super::Checksum::default();
+    let mut in_flight = FuturesOrdered::new();
+    let (mut next, mut reads) = (0u64, 0u64);
+    loop {
+        while next < len && in_flight.len() < depth {
+            in_flight.push_back(read_at(pool.acquire()?, next));
+            next += block;
+        }
+        let Some((res, buf)) = in_flight.next().await else {
+            break;
+        };
+        let n = res?;
+        let want = (len - reads * block).min(block) as usize;
+        if n != want || buf.len() != n {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "read {reads}: {n} bytes, len() {}, expected {want}",
+                    buf.len()
+                ),
+            ));
+        }
+        sum.update(&buf);
+        reads += 1;
+    }
+    Ok((sum.finish(), reads))
+}
