@@ -3,6 +3,8 @@
 //! probes a boundary with a real pool and fails if the defect it looks for is there; the ones that found
 //! nothing stay as regression tests.
 
+mod common;
+
 use pagepool::{AcquireError, AlignedBuf, FrozenBuf, OverflowPolicy, PagePool, PoolBuilder};
 use std::io::{self, Write};
 use std::ops::Bound;
@@ -677,12 +679,7 @@ fn io_error_source_chain_is_as_documented() {
         .build()
         .unwrap();
     let held = pool.acquire().unwrap();
-    let e: io::Error = pool.acquire().unwrap_err().into();
-    assert_eq!(e.kind(), io::ErrorKind::OutOfMemory);
-    assert!(matches!(
-        e.get_ref().unwrap().downcast_ref::<AcquireError>(),
-        Some(AcquireError::Exhausted { .. })
-    ));
+    let e = common::exhausted_io_error(&pool);
     assert!(e.source().is_none(), "Exhausted has no source of its own");
     drop(held);
     let e: io::Error = pool.acquire_len(usize::MAX).unwrap_err().into();
