@@ -28,58 +28,21 @@ fn main() {
 
 #[cfg(target_os = "linux")]
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    use futures::stream::{FuturesOrdered, StreamExt};
-    use pagepool::{dio, PagePool};
     use std::io;
     use std::os::unix::fs::OpenOptionsExt;
-    use std::path::PathBuf;
     use std::time::Instant;
 
     let usage = "usage: monoio_read [--depth N] [--buf-size BYTES] [--create MIB] FILE";
-    let (mut depth, mut buf_size, mut create) = (8usize, 512usize << 10, None::<u64>);
-    let mut path: Option<PathBuf> = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut num =
-            || -> Result<u64, &str> { args.next().and_then(|v| v.parse().ok()).ok_or(usage) };
-        match a.as_str() {
-            "--depth" => depth = num()?.clamp(1, 1024) as usize,
-            "--buf-size" => buf_size = num()? as usize,
-            "--create" => create = Some(num()?),
-            "-h" | "--help" => {
-                println!("{usage}");
-                return Ok(());
-            }
-            _ if path.is_none() => path = Some(a.into()),
-            _ => return Err(usage.into()),
-        }
-    }
-    let path = path.ok_or(usage)?;
-    if let Some(mib) = create {
-        let len = dio_common::create_pattern_file(&path, mib, 3)?;
-        println!("created {} ({len} bytes)", path.display());
-    }
-    if let Err(e) = io_uring::IoUring::new(8) {
-        println!("SKIPPED: monoio_read: io_uring_setup refused: {e}");
+    let Some(args) = dio_common::read::ReadArgs::parse(usage, 1024)? else {
         return Ok(());
-    }
+    };
+    let Some(dio_common::read::Prepared { pool, len }) =
+        dio_common::read::prepare("monoio_read", "monoio", &args)?
+    else {
+        return Ok(());
+    };
+    let (depth, path) = (args.depth, &args.path);
 
-    let std_file = std::fs::File::open(&path)?;
-    let len = std_file.metadata()?.len();
-    let align = dio::requirements(&std_file)?;
-    let pool = PagePool::builder()
-        .buf_size(buf_size)
-        .capacity(depth)
-        .for_direct_io(&std_file)?
-        .build()?;
-    drop(std_file);
-    println!(
-        "{}: O_DIRECT {align:?}; {depth} reads of {} B in flight through monoio",
-        path.display(),
-        pool.buf_size()
-    );
-
-    let block = pool.buf_size() as u64;
     let t = Instant::now();
     let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
         .with_entries(depth.next_power_of_two().max(8) as u32)
@@ -90,59 +53,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             .custom_flags(libc::O_DIRECT)
             .open(&path)
             .await?;
-        let mut sum = dio_common::Checksum::default();
-        let mut in_flight = FuturesOrdered::new();
-        let (mut next, mut reads) = (0u64, 0u64);
-        loop {
-            while next < len && in_flight.len() < depth {
-                // capacity = depth: never more buffers out than the pool holds.
-                // Full from `acquire`: monoio's `set_init` sets the length to the bytes read.
-                let buf = pool.acquire()?;
-                in_flight.push_back(file.read_at(buf, next));
-                next += block;
-            }
-            // Completions are taken in file order, so the checksum folds the bytes in order.
-            let Some((res, buf)) = in_flight.next().await else {
-                break;
-            };
-            let n = res?;
-            let want = (len - reads * block).min(block) as usize;
-            if n != want || buf.len() != n {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "read {reads}: {n} bytes, len() {}, expected {want}",
-                        buf.len()
-                    ),
-                ));
-            }
-            sum.update(&buf);
-            reads += 1;
-        }
-        drop(in_flight);
+        // Full from `acquire`: monoio's `set_init` sets the length to the bytes read.
+        let read = dio_common::read::read_in_order(&pool, len, depth, |buf, offset| {
+            file.read_at(buf, offset)
+        })
+        .await?;
         file.close().await?;
-        Ok::<_, io::Error>((sum.finish(), reads))
+        Ok::<_, io::Error>(read)
     })?;
-    let elapsed = t.elapsed();
-    println!(
-        "read {len} bytes in {reads} reads in {elapsed:.2?}: {:.0} MB/s, checksum {checksum:016x}",
-        len as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9),
-    );
-    let expected = dio_common::buffered_checksum(&path)?;
-    let verdict = if expected == checksum {
-        "MATCH"
-    } else {
-        "MISMATCH"
-    };
-    println!("buffered read checksum {expected:016x}: {verdict}");
-    if expected != checksum {
-        return Err("the direct reads read different bytes".into());
-    }
-    let s = pool.stats();
-    println!(
-        "pool: {} acquires, {} overflow maps, {} in use at the end",
-        s.acquires, s.overflow_maps, s.in_use
-    );
+    dio_common::read::print_read(len, reads, "reads", t.elapsed(), checksum);
+    dio_common::read::verify(path, checksum, "the direct reads read different bytes")?;
+    dio_common::read::print_pool_stats(&pool);
     Ok(())
 }
 

@@ -3,6 +3,8 @@
 //! real mappings; each test looks at the memory or the pool's counters, and the combinations with scrubbing,
 //! poisoning, size classes and overflow buffers are tested where they meet.
 
+mod common;
+
 use pagepool::{AcquireError, AlignedBuf, FrozenBuf, OverflowPolicy, PagePool, PoolBuilder};
 use std::borrow::{Borrow, BorrowMut};
 use std::io::{self, Write};
@@ -354,12 +356,7 @@ fn acquire_errors_convert_to_io_errors() {
         .build()
         .unwrap();
     let held = pool.acquire().unwrap();
-    let e: io::Error = pool.acquire().unwrap_err().into();
-    assert_eq!(e.kind(), io::ErrorKind::OutOfMemory);
-    assert!(matches!(
-        e.get_ref().unwrap().downcast_ref::<AcquireError>(),
-        Some(AcquireError::Exhausted { .. })
-    ));
+    common::exhausted_io_error(&pool);
     let e: io::Error = pool
         .acquire_timeout(Duration::from_millis(1))
         .unwrap_err()

@@ -3,6 +3,8 @@
 //! probes a boundary with a real pool and fails if the defect it looks for is there; the ones that found
 //! nothing stay as regression tests.
 
+mod common;
+
 use pagepool::{AcquireError, AlignedBuf, FrozenBuf, OverflowPolicy, PagePool, PoolBuilder};
 use std::io::{self, Write};
 use std::ops::Bound;
@@ -677,12 +679,7 @@ fn io_error_source_chain_is_as_documented() {
         .build()
         .unwrap();
     let held = pool.acquire().unwrap();
-    let e: io::Error = pool.acquire().unwrap_err().into();
-    assert_eq!(e.kind(), io::ErrorKind::OutOfMemory);
-    assert!(matches!(
-        e.get_ref().unwrap().downcast_ref::<AcquireError>(),
-        Some(AcquireError::Exhausted { .. })
-    ));
+    let e = common::exhausted_io_error(&pool);
     assert!(e.source().is_none(), "Exhausted has no source of its own");
     drop(held);
     let e: io::Error = pool.acquire_len(usize::MAX).unwrap_err().into();
@@ -716,6 +713,21 @@ fn acquire_len_past_the_address_space_but_within_usize() {
 // Runtimes' buffer traits (called directly: their contracts, no ring needed)
 // ---------------------------------------------------------------------------------------------------------
 
+/// Calls `f` with a buffer of each kind the runtime trait tests cover: empty from the one-page class, a page and
+/// a bit from the four-page class, and past the largest class (an overflow mapping).
+#[cfg(all(target_os = "linux", any(feature = "tokio-uring", feature = "monoio")))]
+fn for_each_class_buf(mut f: impl FnMut(AlignedBuf)) {
+    let pool = PagePool::builder()
+        .size_classes(&[page(), 4 * page()])
+        .capacity(1)
+        .overflow(OverflowPolicy::Map)
+        .build()
+        .unwrap();
+    for len in [0, page() + 1, 4 * page() + 1] {
+        f(pool.acquire_len(len).unwrap());
+    }
+}
+
 #[cfg(all(target_os = "linux", feature = "tokio-uring"))]
 mod tokio_uring_traits {
     use super::*;
@@ -723,14 +735,7 @@ mod tokio_uring_traits {
 
     #[test]
     fn lengths_pointers_and_set_init() {
-        let pool = PagePool::builder()
-            .size_classes(&[page(), 4 * page()])
-            .capacity(1)
-            .overflow(OverflowPolicy::Map)
-            .build()
-            .unwrap();
-        for len in [0, page() + 1, 4 * page() + 1] {
-            let mut b = pool.acquire_len(len).unwrap();
+        for_each_class_buf(|mut b| {
             let cap = b.capacity();
             let base = b.as_ptr();
             assert_eq!(IoBuf::stable_ptr(&b), base);
@@ -755,7 +760,7 @@ mod tokio_uring_traits {
             unsafe { IoBufMut::set_init(&mut b, cap) };
             assert_eq!(b.len(), cap);
             assert!(IoBuf::bytes_init(&b) <= IoBuf::bytes_total(&b));
-        }
+        });
     }
 
     #[test]
@@ -786,14 +791,7 @@ mod monoio_traits {
 
     #[test]
     fn lengths_pointers_and_set_init() {
-        let pool = PagePool::builder()
-            .size_classes(&[page(), 4 * page()])
-            .capacity(1)
-            .overflow(OverflowPolicy::Map)
-            .build()
-            .unwrap();
-        for len in [0, page() + 1, 4 * page() + 1] {
-            let mut b = pool.acquire_len(len).unwrap();
+        for_each_class_buf(|mut b| {
             let cap = b.capacity();
             let base = b.as_ptr();
             assert_eq!(IoBuf::read_ptr(&b), base);
@@ -826,7 +824,7 @@ mod monoio_traits {
             unsafe { IoBufMut::set_init(&mut sm, 7) };
             b = sm.into_inner();
             assert_eq!(b.len(), 57);
-        }
+        });
     }
 
     #[test]

@@ -10,7 +10,7 @@
 mod dio_common;
 
 use dio_common::fill_pattern;
-use pagepool::PagePool;
+use pagepool::{AlignedBuf, PagePool};
 use std::fs::File;
 use std::future::Future;
 use std::io;
@@ -80,20 +80,123 @@ fn dio_pool(path: &Path, capacity: usize) -> PagePool {
 /// after whole buffers (the final read comes back short).
 const SIZES: [usize; 7] = [0, 1, 4097, BUF, 2 * BUF, 3 * BUF + 4096 + 17, 5 * BUF - 1];
 
+/// A test's file `name` in its scratch directory, `len` bytes of the pattern seeded `seed` (returned), and a
+/// pool of `capacity` buffers for it; `None` (after the SKIPPED line) where io_uring is refused.
+fn dio_file(
+    test: &str,
+    name: &str,
+    len: usize,
+    seed: u64,
+    capacity: usize,
+) -> Option<(PathBuf, Vec<u8>, PagePool)> {
+    if uring_refused(test) {
+        return None;
+    }
+    let path = scratch(test).join(name);
+    let data = write_file(&path, len, seed);
+    let pool = dio_pool(&path, capacity);
+    Some((path, data, pool))
+}
+
+/// A buffer from `pool` filled with the pattern seeded `seed`, and a copy of its bytes.
+fn filled_buf(pool: &PagePool, seed: u64) -> (AlignedBuf, Vec<u8>) {
+    let mut buf = pool.acquire().unwrap();
+    fill_pattern(&mut buf, seed);
+    let expect = buf.to_vec();
+    (buf, expect)
+}
+
+/// Reads every file of `SIZES` (seeds from `seed`) with `read_all` and checks the bytes, the reads and the pool.
+fn check_reads_into_pool_buffers(
+    test: &str,
+    seed: u64,
+    read_all: impl Fn(&Path, &PagePool) -> io::Result<(Vec<u8>, Vec<(u64, usize)>)>,
+) {
+    if uring_refused(test) {
+        return;
+    }
+    let dir = scratch(test);
+    for (i, &len) in SIZES.iter().enumerate() {
+        let path = dir.join(format!("f-{len}"));
+        let data = write_file(&path, len, seed + i as u64);
+        let pool = dio_pool(&path, 4);
+        let (got, reads) = read_all(&path, &pool).unwrap();
+        assert!(got == data, "size {len}: content differs");
+        // One read per whole buffer, then the short one (0 bytes when the size is a multiple).
+        assert_eq!(reads.len(), len / BUF + 1, "size {len}: {reads:?}");
+        assert_eq!(reads.last().unwrap().1, len % BUF, "size {len}");
+        let s = pool.stats();
+        assert_eq!((s.in_use, s.overflow_maps), (0, 0), "size {len}: {s:?}");
+    }
+}
+
+/// One read of `read_all`: `n` bytes into `buf` (of `total` bytes' room) at `offset`, checked and appended to
+/// `out` and `reads`. Returns whether the read came back short (the end of the file).
+fn record_read(
+    buf: &AlignedBuf,
+    n: usize,
+    total: usize,
+    offset: &mut u64,
+    out: &mut Vec<u8>,
+    reads: &mut Vec<(u64, usize)>,
+) -> bool {
+    assert!(n <= total);
+    assert_eq!(buf.len(), n, "len() after a read of {n} bytes at {offset}");
+    out.extend_from_slice(buf);
+    reads.push((*offset, n));
+    *offset += n as u64;
+    n < total
+}
+
+/// Polls `fut` once (submitting its operation), asserting that it is pending, and drops it in flight.
+async fn submit_then_drop<F: Future>(fut: F) {
+    let mut fut = Box::pin(fut);
+    std::future::poll_fn(|cx| {
+        assert!(fut.as_mut().poll(cx).is_pending());
+        std::task::Poll::Ready(())
+    })
+    .await;
+    drop(fut);
+}
+
+/// Reads through `read_at` (a runtime's read of a fresh pool buffer at an offset, dropped after) until the
+/// cancelled read's buffer has gone home; at most 30 seconds.
+async fn drive_until_home<F, Fut>(pool: &PagePool, mut read_at: F) -> io::Result<()>
+where
+    F: FnMut(AlignedBuf, u64) -> Fut,
+    Fut: Future<Output = io::Result<usize>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pool.stats().in_use != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled read never completed"
+        );
+        assert_eq!(read_at(pool.acquire()?, BUF as u64).await?, BUF);
+    }
+    Ok(())
+}
+
 #[cfg(feature = "tokio-uring")]
 mod tokio_uring_rt {
     use super::*;
     use std::os::unix::fs::OpenOptionsExt;
     use tokio_uring::buf::{IoBuf, IoBufMut};
 
+    /// Opens `path` with O_DIRECT through tokio-uring, for writing or reading.
+    async fn open_direct(path: &Path, write: bool) -> io::Result<tokio_uring::fs::File> {
+        tokio_uring::fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .await
+    }
+
     /// Reads the whole of `path` with O_DIRECT through tokio-uring into fresh pool buffers, one read per buffer,
     /// and returns each read's (offset, bytes, buffer length after the read).
     async fn read_all(path: &Path, pool: &PagePool) -> io::Result<(Vec<u8>, Vec<(u64, usize)>)> {
-        let file = tokio_uring::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-            .await?;
+        let file = open_direct(path, false).await?;
         let mut out = Vec::new();
         let mut reads = Vec::new();
         let mut offset = 0u64;
@@ -105,13 +208,7 @@ mod tokio_uring_rt {
             let total = buf.bytes_total();
             assert_eq!((total, buf.bytes_init()), (buf.capacity(), 0));
             let (res, buf) = file.read_at(buf, offset).await;
-            let n = res?;
-            assert!(n <= total);
-            assert_eq!(buf.len(), n, "len() after a read of {n} bytes at {offset}");
-            out.extend_from_slice(&buf);
-            reads.push((offset, n));
-            offset += n as u64;
-            if n < total {
+            if record_read(&buf, res?, total, &mut offset, &mut out, &mut reads) {
                 break;
             }
         }
@@ -121,44 +218,27 @@ mod tokio_uring_rt {
 
     #[test]
     fn tokio_uring_o_direct_reads_into_pool_buffers() {
-        let test = "tokio_uring_o_direct_reads_into_pool_buffers";
-        if uring_refused(test) {
-            return;
-        }
-        let dir = scratch(test);
-        for (i, &len) in SIZES.iter().enumerate() {
-            let path = dir.join(format!("f-{len}"));
-            let data = write_file(&path, len, 100 + i as u64);
-            let pool = dio_pool(&path, 4);
-            let (got, reads) = tokio_uring::start(read_all(&path, &pool)).unwrap();
-            assert!(got == data, "size {len}: content differs");
-            // One read per whole buffer, then the short one (0 bytes when the size is a multiple).
-            assert_eq!(reads.len(), len / BUF + 1, "size {len}: {reads:?}");
-            assert_eq!(reads.last().unwrap().1, len % BUF, "size {len}");
-            let s = pool.stats();
-            assert_eq!((s.in_use, s.overflow_maps), (0, 0), "size {len}: {s:?}");
-        }
+        check_reads_into_pool_buffers(
+            "tokio_uring_o_direct_reads_into_pool_buffers",
+            100,
+            |path, pool| tokio_uring::start(read_all(path, pool)),
+        );
     }
 
     #[test]
     fn tokio_uring_o_direct_write_from_pool_buffer() {
-        let test = "tokio_uring_o_direct_write_from_pool_buffer";
-        if uring_refused(test) {
+        let Some((path, _, pool)) = dio_file(
+            "tokio_uring_o_direct_write_from_pool_buffer",
+            "out",
+            0,
+            0,
+            2,
+        ) else {
             return;
-        }
-        let dir = scratch(test);
-        let path = dir.join("out");
-        std::fs::write(&path, b"").unwrap();
-        let pool = dio_pool(&path, 2);
-        let mut buf = pool.acquire().unwrap();
-        fill_pattern(&mut buf, 7);
-        let expect = buf.to_vec();
+        };
+        let (buf, expect) = filled_buf(&pool, 7);
         let written = tokio_uring::start(async {
-            let file = tokio_uring::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&path)
-                .await?;
+            let file = open_direct(&path, true).await?;
             assert_eq!(buf.bytes_init(), BUF);
             let (res, buf) = file.write_at(buf, 0).submit().await;
             file.close().await?;
@@ -177,20 +257,17 @@ mod tokio_uring_rt {
     #[test]
     fn tokio_uring_len_tracks_reads_through_slices() {
         use tokio_uring::buf::BoundedBuf;
-        let test = "tokio_uring_len_tracks_reads_through_slices";
-        if uring_refused(test) {
+        let Some((path, data, pool)) = dio_file(
+            "tokio_uring_len_tracks_reads_through_slices",
+            "f",
+            8192 + 17,
+            300,
+            2,
+        ) else {
             return;
-        }
-        let dir = scratch(test);
-        let path = dir.join("f");
-        let data = write_file(&path, 8192 + 17, 300);
-        let pool = dio_pool(&path, 2);
+        };
         tokio_uring::start(async {
-            let file = tokio_uring::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&path)
-                .await?;
+            let file = open_direct(&path, false).await?;
             let mut buf = pool.acquire()?;
             buf.clear();
             let (res, slice) = file.read_at(buf.slice(..8192), 0).await;
@@ -219,27 +296,22 @@ mod tokio_uring_rt {
     /// the buffer goes home with the last handle.
     #[test]
     fn tokio_uring_o_direct_write_from_frozen_halves() {
-        let test = "tokio_uring_o_direct_write_from_frozen_halves";
-        if uring_refused(test) {
+        let Some((path, _, pool)) = dio_file(
+            "tokio_uring_o_direct_write_from_frozen_halves",
+            "out",
+            0,
+            0,
+            2,
+        ) else {
             return;
-        }
-        let dir = scratch(test);
-        let path = dir.join("out");
-        std::fs::write(&path, b"").unwrap();
-        let pool = dio_pool(&path, 2);
-        let mut buf = pool.acquire().unwrap();
-        fill_pattern(&mut buf, 11);
-        let expect = buf.to_vec();
+        };
+        let (buf, expect) = filled_buf(&pool, 11);
         let frozen = buf.freeze();
         let half = BUF / 2;
         let (lo, hi) = (frozen.slice(..half), frozen.slice(half..));
         assert_eq!(frozen.handles(), 3);
         tokio_uring::start(async {
-            let file = tokio_uring::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&path)
-                .await?;
+            let file = open_direct(&path, true).await?;
             assert_eq!((hi.bytes_init(), hi.bytes_total()), (half, half));
             assert_eq!(lo.stable_ptr(), frozen.as_ptr());
             let (r_hi, hi) = file.write_at(hi, half as u64).submit().await;
@@ -261,41 +333,27 @@ mod tokio_uring_rt {
     /// drops it, and it goes home.
     #[test]
     fn tokio_uring_cancelled_read_keeps_the_buffer_until_completion() {
-        let test = "tokio_uring_cancelled_read_keeps_the_buffer_until_completion";
-        if uring_refused(test) {
+        let Some((path, _, pool)) = dio_file(
+            "tokio_uring_cancelled_read_keeps_the_buffer_until_completion",
+            "f",
+            4 * BUF,
+            500,
+            2,
+        ) else {
             return;
-        }
-        let dir = scratch(test);
-        let path = dir.join("f");
-        write_file(&path, 4 * BUF, 500);
-        let pool = dio_pool(&path, 2);
+        };
         tokio_uring::start(async {
-            let file = tokio_uring::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&path)
-                .await?;
-            let mut read = Box::pin(file.read_at(pool.acquire()?, 0));
+            let file = open_direct(&path, false).await?;
             // One poll submits the read; then the future is dropped with the read in flight.
-            std::future::poll_fn(|cx| {
-                assert!(read.as_mut().poll(cx).is_pending());
-                std::task::Poll::Ready(())
-            })
-            .await;
-            drop(read);
+            submit_then_drop(file.read_at(pool.acquire()?, 0)).await;
             // Nothing has run the driver since: the completion cannot have been reaped.
             assert_eq!(pool.stats().in_use, 1, "the runtime must hold the buffer");
             // Other reads run the driver, which reaps the cancelled read's completion and drops its buffer.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while pool.stats().in_use != 0 {
-                assert!(
-                    Instant::now() < deadline,
-                    "the cancelled read never completed"
-                );
-                let (res, buf) = file.read_at(pool.acquire()?, BUF as u64).await;
-                assert_eq!(res?, BUF);
-                drop(buf);
-            }
+            drive_until_home(&pool, |buf, offset| {
+                let read = file.read_at(buf, offset);
+                async move { read.await.0 }
+            })
+            .await?;
             file.close().await
         })
         .unwrap();
@@ -353,12 +411,18 @@ mod monoio_rt {
             .block_on(fut)
     }
 
-    async fn read_all(path: &Path, pool: &PagePool) -> io::Result<(Vec<u8>, Vec<(u64, usize)>)> {
-        let file = monoio::fs::OpenOptions::new()
-            .read(true)
+    /// Opens `path` with O_DIRECT through monoio, for writing or reading.
+    async fn open_direct(path: &Path, write: bool) -> io::Result<monoio::fs::File> {
+        monoio::fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
             .custom_flags(libc::O_DIRECT)
             .open(path)
-            .await?;
+            .await
+    }
+
+    async fn read_all(path: &Path, pool: &PagePool) -> io::Result<(Vec<u8>, Vec<(u64, usize)>)> {
+        let file = open_direct(path, false).await?;
         let mut out = Vec::new();
         let mut reads = Vec::new();
         let mut offset = 0u64;
@@ -368,13 +432,7 @@ mod monoio_rt {
             let total = buf.bytes_total();
             assert_eq!((total, buf.bytes_init()), (buf.capacity(), buf.capacity()));
             let (res, buf) = file.read_at(buf, offset).await;
-            let n = res?;
-            assert!(n <= total);
-            assert_eq!(buf.len(), n, "len() after a read of {n} bytes at {offset}");
-            out.extend_from_slice(&buf);
-            reads.push((offset, n));
-            offset += n as u64;
-            if n < total {
+            if record_read(&buf, res?, total, &mut offset, &mut out, &mut reads) {
                 break;
             }
         }
@@ -384,43 +442,23 @@ mod monoio_rt {
 
     #[test]
     fn monoio_o_direct_reads_into_pool_buffers() {
-        let test = "monoio_o_direct_reads_into_pool_buffers";
-        if uring_refused(test) {
-            return;
-        }
-        let dir = scratch(test);
-        for (i, &len) in SIZES.iter().enumerate() {
-            let path = dir.join(format!("f-{len}"));
-            let data = write_file(&path, len, 200 + i as u64);
-            let pool = dio_pool(&path, 4);
-            let (got, reads) = block_on(read_all(&path, &pool)).unwrap();
-            assert!(got == data, "size {len}: content differs");
-            assert_eq!(reads.len(), len / BUF + 1, "size {len}: {reads:?}");
-            assert_eq!(reads.last().unwrap().1, len % BUF, "size {len}");
-            let s = pool.stats();
-            assert_eq!((s.in_use, s.overflow_maps), (0, 0), "size {len}: {s:?}");
-        }
+        check_reads_into_pool_buffers(
+            "monoio_o_direct_reads_into_pool_buffers",
+            200,
+            |path, pool| block_on(read_all(path, pool)),
+        );
     }
 
     #[test]
     fn monoio_o_direct_write_from_pool_buffer() {
-        let test = "monoio_o_direct_write_from_pool_buffer";
-        if uring_refused(test) {
+        let Some((path, _, pool)) =
+            dio_file("monoio_o_direct_write_from_pool_buffer", "out", 0, 0, 2)
+        else {
             return;
-        }
-        let dir = scratch(test);
-        let path = dir.join("out");
-        std::fs::write(&path, b"").unwrap();
-        let pool = dio_pool(&path, 2);
-        let mut buf = pool.acquire().unwrap();
-        fill_pattern(&mut buf, 9);
-        let expect = buf.to_vec();
+        };
+        let (buf, expect) = filled_buf(&pool, 9);
         block_on(async {
-            let file = monoio::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&path)
-                .await?;
+            let file = open_direct(&path, true).await?;
             assert_eq!(buf.bytes_init(), BUF);
             let (res, buf) = file.write_all_at(buf, 0).await;
             file.close().await?;
@@ -436,20 +474,17 @@ mod monoio_rt {
     /// `slice_mut`: the length follows each read.
     #[test]
     fn monoio_len_tracks_reads_through_slices() {
-        let test = "monoio_len_tracks_reads_through_slices";
-        if uring_refused(test) {
+        let Some((path, data, pool)) = dio_file(
+            "monoio_len_tracks_reads_through_slices",
+            "f",
+            8192 + 17,
+            400,
+            2,
+        ) else {
             return;
-        }
-        let dir = scratch(test);
-        let path = dir.join("f");
-        let data = write_file(&path, 8192 + 17, 400);
-        let pool = dio_pool(&path, 2);
+        };
         block_on(async {
-            let file = monoio::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&path)
-                .await?;
+            let file = open_direct(&path, false).await?;
             let mut buf = pool.acquire()?;
             buf.clear();
             let (res, slice) = file.read_at(buf.slice_mut(..8192), 0).await;
@@ -471,17 +506,12 @@ mod monoio_rt {
     /// the buffer goes home with the last handle.
     #[test]
     fn monoio_o_direct_write_from_frozen_halves() {
-        let test = "monoio_o_direct_write_from_frozen_halves";
-        if uring_refused(test) {
+        let Some((path, _, pool)) =
+            dio_file("monoio_o_direct_write_from_frozen_halves", "out", 0, 0, 2)
+        else {
             return;
-        }
-        let dir = scratch(test);
-        let path = dir.join("out");
-        std::fs::write(&path, b"").unwrap();
-        let pool = dio_pool(&path, 2);
-        let mut buf = pool.acquire().unwrap();
-        fill_pattern(&mut buf, 13);
-        let expect = buf.to_vec();
+        };
+        let (buf, expect) = filled_buf(&pool, 13);
         let frozen = buf.freeze();
         let half = BUF / 2;
         // `FrozenBuf::slice` by path: with `monoio::buf::IoBuf` in scope, `frozen.slice(..)` would pick the
@@ -492,11 +522,7 @@ mod monoio_rt {
         );
         assert_eq!(frozen.handles(), 3);
         block_on(async {
-            let file = monoio::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&path)
-                .await?;
+            let file = open_direct(&path, true).await?;
             assert_eq!(hi.bytes_init(), half);
             assert_eq!(lo.read_ptr(), frozen.as_ptr());
             let (r_hi, hi) = file.write_all_at(hi, half as u64).await;
@@ -517,38 +543,24 @@ mod monoio_rt {
     /// completed the read, then drops it, and it goes home.
     #[test]
     fn monoio_cancelled_read_keeps_the_buffer_until_completion() {
-        let test = "monoio_cancelled_read_keeps_the_buffer_until_completion";
-        if uring_refused(test) {
+        let Some((path, _, pool)) = dio_file(
+            "monoio_cancelled_read_keeps_the_buffer_until_completion",
+            "f",
+            4 * BUF,
+            600,
+            2,
+        ) else {
             return;
-        }
-        let dir = scratch(test);
-        let path = dir.join("f");
-        write_file(&path, 4 * BUF, 600);
-        let pool = dio_pool(&path, 2);
+        };
         block_on(async {
-            let file = monoio::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_DIRECT)
-                .open(&path)
-                .await?;
-            let mut read = Box::pin(file.read_at(pool.acquire()?, 0));
-            std::future::poll_fn(|cx| {
-                assert!(read.as_mut().poll(cx).is_pending());
-                std::task::Poll::Ready(())
-            })
-            .await;
-            drop(read);
+            let file = open_direct(&path, false).await?;
+            submit_then_drop(file.read_at(pool.acquire()?, 0)).await;
             assert_eq!(pool.stats().in_use, 1, "the runtime must hold the buffer");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while pool.stats().in_use != 0 {
-                assert!(
-                    Instant::now() < deadline,
-                    "the cancelled read never completed"
-                );
-                let (res, buf) = file.read_at(pool.acquire()?, BUF as u64).await;
-                assert_eq!(res?, BUF);
-                drop(buf);
-            }
+            drive_until_home(&pool, |buf, offset| {
+                let read = file.read_at(buf, offset);
+                async move { read.await.0 }
+            })
+            .await?;
             file.close().await
         })
         .unwrap();

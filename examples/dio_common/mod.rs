@@ -2,6 +2,8 @@
 //! over pool buffers, a direct-read checksum, and RSS from /proc. Linux only.
 #![allow(dead_code)]
 
+#[cfg(target_os = "linux")]
+pub mod read;
 #[cfg(feature = "io-uring")]
 pub mod uring;
 
