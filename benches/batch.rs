@@ -13,9 +13,12 @@ mod common;
 
 use common::POOL_CAP;
 use common::{
-    batch, prealloc_pool, prealloc_pool_nocache, Floor, Jemalloc, Memalign, Mmap, MutexPool,
-    QueuePool, StdAligned, Strategy,
+    batch, prealloc_pool, prealloc_pool_nocache, Floor, Mmap, MutexPool, QueuePool, StdAligned,
+    Strategy,
 };
+// glibc and jemalloc: unix-only baselines (benches/common).
+#[cfg(unix)]
+use common::{Jemalloc, Memalign};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput};
 
@@ -33,8 +36,10 @@ fn batch_group(c: &mut Criterion) {
     bench_one(&mut g, "pagepool_nocache", prealloc_pool_nocache(POOL_CAP));
     bench_one(&mut g, "arrayqueue", QueuePool::new(POOL_CAP));
     bench_one(&mut g, "mutex_vec", MutexPool::new(POOL_CAP));
+    #[cfg(unix)]
     bench_one(&mut g, "posix_memalign", Memalign);
     bench_one(&mut g, "std_aligned", StdAligned);
+    #[cfg(unix)]
     bench_one(&mut g, "jemalloc", Jemalloc);
     bench_one(&mut g, "memmap2", Mmap);
     g.finish();

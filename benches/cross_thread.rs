@@ -19,7 +19,10 @@
 
 mod common;
 
-use common::{cycle, prealloc_pool, prealloc_pool_nocache, touch, Memalign, Strategy, POOL_CAP};
+use common::{cycle, prealloc_pool, prealloc_pool_nocache, touch, Strategy, POOL_CAP};
+// glibc: a unix-only baseline (benches/common).
+#[cfg(unix)]
+use common::Memalign;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use crossbeam_queue::ArrayQueue;
 use std::hint::black_box;
@@ -143,10 +146,13 @@ fn cross_thread(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("pagepool_nocache", transport), |b| {
             b.iter_custom(|iters| buffers(transport, iters, &mut p, &mut q))
         });
-        let (mut p, mut q) = (Memalign, Memalign);
-        g.bench_function(BenchmarkId::new("posix_memalign", transport), |b| {
-            b.iter_custom(|iters| buffers(transport, iters, &mut p, &mut q))
-        });
+        #[cfg(unix)]
+        {
+            let (mut p, mut q) = (Memalign, Memalign);
+            g.bench_function(BenchmarkId::new("posix_memalign", transport), |b| {
+                b.iter_custom(|iters| buffers(transport, iters, &mut p, &mut q))
+            });
+        }
         g.bench_function(BenchmarkId::new("channel_only", transport), |b| {
             b.iter_custom(|iters| {
                 let mut i = 0u64;

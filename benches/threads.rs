@@ -18,9 +18,11 @@
 mod common;
 
 use common::{
-    prealloc_pool, prealloc_pool_nocache, run_threads, Floor, Memalign, MutexPool, QueuePool,
-    POOL_CAP,
+    prealloc_pool, prealloc_pool_nocache, run_threads, Floor, MutexPool, QueuePool, POOL_CAP,
 };
+// glibc: a unix-only baseline (benches/common).
+#[cfg(unix)]
+use common::Memalign;
 use criterion::{BenchmarkId, Criterion, Throughput};
 
 const THREADS: [usize; 4] = [1, 2, 4, 8];
@@ -49,6 +51,7 @@ fn threads(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("mutex_vec", t), &t, |b, &t| {
             b.iter_custom(|iters| run_threads(t, iters, || mutex.clone()))
         });
+        #[cfg(unix)]
         g.bench_with_input(BenchmarkId::new("posix_memalign", t), &t, |b, &t| {
             b.iter_custom(|iters| run_threads(t, iters, || Memalign))
         });

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Windows CI for pagepool: builds every test target for x86_64-pc-windows-gnu and runs it under Wine, then
-# clippy for that target. Called from .ci/run as `bash ci/windows.sh`; see docs/windows.md.
+# Windows CI for pagepool: runs the README's test command, `cargo test`, for x86_64-pc-windows-gnu under Wine
+# (unit, integration and doc tests; every example is built), then clippy over every target (benches included).
+# Called from .ci/run as `bash ci/windows.sh`; see docs/windows.md.
 #
 # Needs a Debian 12 machine, root (or passwordless sudo) and network: it installs its own toolchain with apt.
 # Debian's rustc-web (1.96) ships the library sources, so std is built for the target with -Zbuild-std (through
@@ -75,24 +76,22 @@ trap cleanup EXIT
 "$WINE" wineboot -i </dev/null || die "wineboot -i"
 "$WINESERVER" -w
 
-# Test targets: the library's unit tests and tests/*.rs. The benches and examples are unix-only (libc,
-# jemalloc) and are not built here.
 # `cargo_x SUBCOMMAND ARGS...`: the target flags go right after the subcommand, before any `--`.
 cargo_x() { "$CARGO" "$1" -Zbuild-std --target "$TARGET" "${@:2}"; }
 
-step "cargo test --lib --tests (under Wine)"
-cargo_x test --lib --tests </dev/null
-
-step "cargo test --doc (under Wine: cargo passes the runner to rustdoc as --test-runtool)"
-cargo_x test --doc </dev/null
+# Exactly the README's test command: the unit tests, tests/*.rs, the doctests (cross-compiled doctests run
+# since cargo 1.89: cargo passes the runner to rustdoc as --test-runtool) and a build of every example. The
+# examples' unix-only legs (libc's posix_memalign, jemalloc, mimalloc, /proc) are compiled out on Windows.
+step "cargo test (the README's test command, under Wine)"
+cargo_x test </dev/null
 
 step "figures: tests/windows.rs with --nocapture"
 cargo_x test -q --test windows -- --nocapture --test-threads 1 system_figures granularity_cost </dev/null
 
-step "cargo clippy --lib --tests -- -D warnings (x86_64-pc-windows-gnu)"
+step "cargo clippy --all-targets -- -D warnings (x86_64-pc-windows-gnu)"
 # missing_const_for_thread_local is a false positive on this target: std's thread_local! expands to its OS-key
 # implementation here, and clippy then flags initializers that already are `const { .. }` (src/stats.rs). The
 # Linux clippy run in .ci/run still checks that lint.
-cargo_x clippy --lib --tests -- -D warnings -A clippy::missing_const_for_thread_local </dev/null
+cargo_x clippy --all-targets -- -D warnings -A clippy::missing_const_for_thread_local </dev/null
 
 step "windows: done in $(($(date +%s) - start)) s"

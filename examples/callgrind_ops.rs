@@ -12,14 +12,18 @@
 //!   `batch-jemalloc`.
 //!
 //! Build: `cargo build --profile bench --example callgrind_ops` (the bench profile keeps line tables).
+//! `memalign` and `jemalloc` (and their batch forms) are unix-only: elsewhere they exit with a message.
 
 #[path = "../benches/common/mod.rs"]
 mod common;
 
 use common::{
-    batch, cycle, exhausted_pool, prealloc_pool, prealloc_pool_nocache, Floor, Jemalloc, Memalign,
-    Mmap, MutexPool, QueuePool, StdAligned, Strategy, POOL_CAP,
+    batch, cycle, exhausted_pool, prealloc_pool, prealloc_pool_nocache, Floor, Mmap, MutexPool,
+    QueuePool, StdAligned, Strategy, POOL_CAP,
 };
+// glibc and jemalloc: unix-only baselines (benches/common).
+#[cfg(unix)]
+use common::{Jemalloc, Memalign};
 use std::hint::black_box;
 use std::process::ExitCode;
 
@@ -63,8 +67,10 @@ fn main() -> ExitCode {
         "floor" => run_single(Floor::new(POOL_CAP), n),
         "arrayqueue" => run_single(QueuePool::new(POOL_CAP), n),
         "mutex-vec" => run_single(MutexPool::new(POOL_CAP), n),
+        #[cfg(unix)]
         "memalign" => run_single(Memalign, n),
         "std-aligned" => run_single(StdAligned, n),
+        #[cfg(unix)]
         "jemalloc" => run_single(Jemalloc, n),
         "mmap" => run_single(Mmap, n),
         // A fresh mapping per buffer (no overflow reserve), as before issue #15.
@@ -84,9 +90,18 @@ fn main() -> ExitCode {
         "batch-floor" => run_batch(Floor::new(POOL_CAP), n),
         "batch-arrayqueue" => run_batch(QueuePool::new(POOL_CAP), n),
         "batch-mutex-vec" => run_batch(MutexPool::new(POOL_CAP), n),
+        #[cfg(unix)]
         "batch-memalign" => run_batch(Memalign, n),
         "batch-std-aligned" => run_batch(StdAligned, n),
+        #[cfg(unix)]
         "batch-jemalloc" => run_batch(Jemalloc, n),
+        #[cfg(not(unix))]
+        "memalign" | "jemalloc" | "batch-memalign" | "batch-jemalloc" => {
+            eprintln!(
+                "{op}: unavailable on this platform (glibc and jemalloc baselines are unix-only)"
+            );
+            return ExitCode::from(2);
+        }
         other => {
             eprintln!("unknown op {other:?}");
             return ExitCode::from(2);

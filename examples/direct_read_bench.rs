@@ -188,9 +188,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut sums = Vec::new();
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 1..=rounds {
-        let p = pass(&file, len, depth, || {
-            pool.acquire().map_err(std::io::Error::other)
-        })?;
+        let p = pass(&file, len, depth, || Ok(pool.acquire()?))?;
         row("pagepool", round, &p);
         rates[0].push(p.mb_s);
         sums.push(p.checksum);

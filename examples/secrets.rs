@@ -17,7 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let mut page = scratch.acquire()?;
     page[..5].copy_from_slice(b"plain"); // decrypt into it...
-    drop(page); // ...and it is zeroed here
+    page.truncate(5); // the plaintext's length (the capacity stays 16 KiB)
+    drop(page); // ...and its whole capacity is zeroed here
     println!("{:?}", scratch.stats());
     Ok(())
 }

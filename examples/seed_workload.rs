@@ -5,6 +5,11 @@
 //! every flag, `--smoke` is the short pass/fail check run in CI, and `--sweep` compares the pool with the floor
 //! and with mimalloc, jemalloc and glibc across batch sizes and thread counts (see "Sweep" below).
 //!
+//! It measures on Linux only: RSS and mappings come from `/proc/self`, and elsewhere a run fails with the error
+//! of its first `/proc` read. It builds on every platform of the README: off unix the `memalign`, `mimalloc`
+//! and `jemalloc` legs (libc and unix-only dev-dependencies) are compiled out (a run of one fails saying so)
+//! and CPU time reads NaN.
+//!
 //! # The failure
 //! glibc's `posix_memalign(&p, 4096, 8192)` carves `8192 + 4096 + 32` bytes out of the heap and gives the
 //! unaligned slack back. Small long-lived objects allocated in between settle into that slack, so when the
@@ -268,7 +273,8 @@ trait BufSource: Send {
 /// Which allocator a [`HeapBuf`] goes back to.
 #[derive(Debug, Clone, Copy)]
 enum Heap {
-    /// `libc::posix_memalign` / `libc::free`.
+    /// `libc::posix_memalign` / `libc::free`. Unix-only.
+    #[cfg(unix)]
     Libc,
     /// `std::alloc::alloc` / `std::alloc::dealloc` with [`HeapBuf::LAYOUT`].
     Std,
@@ -297,6 +303,7 @@ impl HeapBuf {
 
     fn new_filled(heap: Heap, byte: u8) -> Self {
         let ptr = match heap {
+            #[cfg(unix)]
             Heap::Libc => {
                 let mut p: *mut libc::c_void = std::ptr::null_mut();
                 // SAFETY: `p` is a valid out-pointer; BUF_ALIGN is a power of two and a multiple of
@@ -350,6 +357,7 @@ impl Drop for HeapBuf {
     fn drop(&mut self) {
         match self.heap {
             // SAFETY: `ptr` came from posix_memalign and is freed exactly once, here.
+            #[cfg(unix)]
             Heap::Libc => unsafe { libc::free(self.ptr.as_ptr().cast()) },
             // SAFETY: `ptr` came from `std::alloc::alloc(LAYOUT)` and is freed exactly once, here.
             Heap::Std => unsafe { std::alloc::dealloc(self.ptr.as_ptr(), Self::LAYOUT) },
@@ -489,6 +497,7 @@ struct Outcome<S> {
 }
 
 /// CPU time (user + system) the calling thread has used, in seconds.
+#[cfg(unix)]
 fn thread_cpu_seconds() -> f64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -498,6 +507,12 @@ fn thread_cpu_seconds() -> f64 {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Not measured off unix (no `clock_gettime` through libc): NaN, so that per-CPU-second figures read NaN.
+#[cfg(not(unix))]
+fn thread_cpu_seconds() -> f64 {
+    f64::NAN
 }
 
 /// Runs queries until `stop` is set or the query budget is spent.
@@ -624,12 +639,19 @@ fn run_child(strategy: Strategy, params: RunParams) -> Result<(), Box<dyn Error>
     let maps_start = count_maps()?;
     let threads = params.threads;
     match strategy {
+        #[cfg(unix)]
         Strategy::Memalign => measure(params, vec![Heap::Libc; threads], None, maps_start),
         Strategy::StdAligned => measure(params, vec![Heap::Std; threads], None, maps_start),
         #[cfg(unix)]
         Strategy::Mimalloc => measure(params, vec![Heap::Mimalloc; threads], None, maps_start),
         #[cfg(unix)]
         Strategy::Jemalloc => measure(params, vec![Heap::Jemalloc; threads], None, maps_start),
+        #[cfg(not(unix))]
+        Strategy::Memalign | Strategy::Mimalloc | Strategy::Jemalloc => Err(format!(
+            "strategy `{}` is unavailable on this platform (libc, mimalloc and jemalloc are unix-only here)",
+            strategy.name()
+        )
+        .into()),
         Strategy::MmapEach => measure(
             params,
             (0..threads).map(|_| MmapEach).collect(),

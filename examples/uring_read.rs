@@ -25,34 +25,16 @@ fn main() {
 
 #[cfg(target_os = "linux")]
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    use pagepool::{dio, PagePool};
-    use std::io::Read;
-    use std::path::PathBuf;
     use std::time::Instant;
 
     let usage = "usage: uring_read [--depth N] [--buf-size BYTES] [--create MIB] FILE";
     // 8 x 512 KiB = 4 MiB registered: within the common 8 MiB RLIMIT_MEMLOCK.
-    let (mut depth, mut buf_size, mut create) = (8usize, 512usize << 10, None::<u64>);
-    let mut path: Option<PathBuf> = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut num =
-            || -> Result<u64, &str> { args.next().and_then(|v| v.parse().ok()).ok_or(usage) };
-        match a.as_str() {
-            "--depth" => depth = num()?.clamp(1, 4096) as usize,
-            "--buf-size" => buf_size = num()? as usize,
-            "--create" => create = Some(num()?),
-            "-h" | "--help" => {
-                println!("{usage}");
-                return Ok(());
-            }
-            _ if path.is_none() => path = Some(a.into()),
-            _ => return Err(usage.into()),
-        }
-    }
-    let path = path.ok_or(usage)?;
-    if let Some(mib) = create {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+    let Some(args) = dio_common::read::ReadArgs::parse(usage, 4096)? else {
+        return Ok(());
+    };
+    let (depth, path) = (args.depth, &args.path);
+    if let Some(mib) = args.create {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
         let mut block = vec![0u8; 1 << 20];
         for i in 0..mib {
             dio_common::fill_pattern(&mut block, i + 1);
@@ -63,13 +45,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         println!("created {} ({} bytes)", path.display(), (mib << 20) + 3);
     }
 
-    let file = std::fs::File::open(&path)?;
-    let align = dio::requirements(&file)?;
-    let pool = PagePool::builder()
-        .buf_size(buf_size)
-        .capacity(depth)
-        .for_direct_io(&file)?
-        .build()?;
+    let (pool, align, _) = dio_common::read::direct_pool(&args)?;
     let mut ring = io_uring::IoUring::new(depth.next_power_of_two() as u32)
         .map_err(|e| format!("io_uring_setup refused: {e}"))?;
     println!(
@@ -80,39 +56,10 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let t = Instant::now();
-    let r = dio_common::uring::read_fixed(&mut ring, &path, &pool, depth)?;
-    let elapsed = t.elapsed();
-    println!(
-        "read {} bytes in {} requests in {elapsed:.2?}: {:.0} MB/s, checksum {:016x}",
-        r.bytes,
-        r.requests,
-        r.bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9),
-        r.checksum
-    );
-
+    let r = dio_common::uring::read_fixed(&mut ring, path, &pool, depth)?;
+    dio_common::read::print_read(r.bytes, r.requests, "requests", t.elapsed(), r.checksum);
     // The reference: an ordinary buffered read of the same file.
-    let mut sum = dio_common::Checksum::default();
-    let mut f = std::fs::File::open(&path)?;
-    let mut block = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut block)?;
-        if n == 0 {
-            break;
-        }
-        sum.update(&block[..n]);
-    }
-    let expected = sum.finish();
-    println!(
-        "buffered read checksum {expected:016x}: {}",
-        if expected == r.checksum {
-            "MATCH"
-        } else {
-            "MISMATCH"
-        }
-    );
-    if expected != r.checksum {
-        return Err("READ_FIXED read different bytes".into());
-    }
+    dio_common::read::verify(path, r.checksum, "READ_FIXED read different bytes")?;
     Ok(())
 }
 

@@ -5,7 +5,7 @@
 
 use crate::error::AcquireError;
 use crate::pool::PagePool;
-use crate::wait::Wake;
+use crate::wait::{Waiters, Wake};
 use crate::AlignedBuf;
 use std::fmt;
 use std::future::Future;
@@ -32,6 +32,7 @@ use std::task::{Context, Poll};
 /// drop(held); // handed to the future
 /// assert!(matches!(fut.as_mut().poll(&mut Context::from_waker(&waker)), Poll::Ready(Ok(_))));
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 #[must_use = "futures do nothing unless awaited or polled"]
 pub struct Acquire<'a> {
     pool: &'a PagePool,
@@ -96,5 +97,48 @@ impl fmt::Debug for Acquire<'_> {
         f.debug_struct("Acquire")
             .field("waiting", &self.id.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+impl PagePool {
+    #[cfg(any(feature = "async", loom))]
+    pub(crate) fn waiters(&self) -> &Waiters {
+        &self.inner().waiters
+    }
+
+    /// Takes a buffer, waiting without a thread when the pool is at its limit under
+    /// [`OverflowPolicy::Wait`](crate::OverflowPolicy::Wait) (cargo feature `async`). Runtime-agnostic: the returned
+    /// [`Acquire`](crate::Acquire) future only uses the task's `Waker`, so it runs on any executor.
+    ///
+    /// Behaves like [`acquire_timeout`](Self::acquire_timeout) without a deadline: the same queue, hand-off
+    /// and cache bypass. Wrap it in your runtime's timeout to bound the wait; dropping the future cancels it
+    /// safely (a buffer handed to it meanwhile goes to the next waiter).
+    ///
+    /// # Errors
+    /// - [`AcquireError::Exhausted`] at the limit under `Map` or `Fail` (it waits only under `Wait`).
+    /// - [`AcquireError::Os`] when the OS refuses to map a chunk or an overflow buffer.
+    ///
+    /// # Examples
+    /// ```
+    /// use pagepool::{OverflowPolicy, PagePool};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let pool = PagePool::builder()
+    ///     .capacity(1)
+    ///     .max_overflow(0)
+    ///     .overflow(OverflowPolicy::Wait)
+    ///     .build()?;
+    /// let held = pool.acquire()?;
+    /// std::thread::scope(|s| {
+    ///     s.spawn(move || drop(held)); // wakes the task below
+    ///     let buf = futures::executor::block_on(pool.acquire_async()).unwrap();
+    ///     assert_eq!(buf.len(), pool.buf_size());
+    /// });
+    /// # Ok(()) }
+    /// ```
+    #[cfg(any(feature = "async", loom))]
+    #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+    #[must_use = "the future does nothing unless awaited or polled"]
+    pub fn acquire_async(&self) -> crate::acquire::Acquire<'_> {
+        crate::acquire::Acquire::new(self)
     }
 }

@@ -13,11 +13,8 @@
 //! `release`), out of line. See `Hot` for the rule that makes this sound, and docs/design.md for the figures.
 //!
 //! # Lifetime protocol
-//! The pool's shared state (`Inner`) carries one reference count `state` (see `pool.rs`): one reference for
-//! all `PagePool` handles together, one per slot outside the freelist (held by a buffer or sitting in a
-//! cache), one per overflow buffer, and one per registered cache entry. The count changes only when slots
-//! cross between a cache and the freelist (a batch at a time), never on a cache hit. The last handle sets the
-//! `CLOSING` bit; whoever drops the count to zero with `CLOSING` set frees `Inner`, exactly once.
+//! The pool's shared state (`Inner`) carries one reference count `state`, with a `CLOSING` bit: what it counts
+//! and who frees `Inner` is in `shared.rs` (module docs). Here, what the caches add to it.
 //!
 //! Retention, exactly: a thread gets an entry for a pool at its first acquire or release of a buffer of that
 //! pool that reaches this module's full path (caching on), and the entry holds a reference on `Inner` from
@@ -35,45 +32,11 @@
 //! another cache operation or exited: a thread that used the pool once and then blocks, or only uses pools
 //! without caches, keeps the memory mapped until it exits.
 
-use crate::pool::{Inner, Ref};
+use crate::shared::{CacheStats, Inner, Ref, SWEEP_EPOCH};
 use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::Arc as StdArc;
-
-/// Bumped by every pool close and every trim request; see the module docs.
-#[cfg(not(loom))]
-static SWEEP_EPOCH: StdAtomicU64 = StdAtomicU64::new(0);
-
-// Under loom the epoch is a modelled atomic that starts afresh in every execution: a process-wide static
-// would leak state between executions (and between tests), which loom reports as non-determinism.
-#[cfg(loom)]
-loom::lazy_static! {
-    static ref SWEEP_EPOCH: crate::sync::AtomicU64 = crate::sync::AtomicU64::new(0);
-}
-
-/// Makes every thread re-examine its caches at its next operation (after a pool close or a trim request).
-///
-/// `Release`, paired with the `Acquire` load in [`Local::sweep`]: the caller first publishes what the sweep must
-/// act on (`CLOSING` in the pool's state, or a new trim epoch), then bumps. A sweep that reads this bump (or a
-/// later one: every bump is a read-modify-write, so it continues the release sequence) then also sees that
-/// state, and it records the epoch as honoured only after acting on it. With `Relaxed` a sweep could read the
-/// new epoch with the old state, record it, and keep a closed pool's entry (its memory) or a trim request's
-/// slots until the next bump (loom `sweep_races_close`, `sweep_races_trim`).
-pub(crate) fn bump_sweep_epoch() {
-    SWEEP_EPOCH.fetch_add(1, Release);
-}
-
-/// Counters of one thread's cache for one pool, readable by `stats()` on any thread. Written by the owning
-/// thread only (plain load + store, no read-modify-write), read by anyone.
-#[derive(Debug, Default)]
-pub(crate) struct CacheStats {
-    /// Slots in the cache now.
-    pub(crate) cached: std::sync::atomic::AtomicUsize,
-    /// Acquires served from the cache.
-    pub(crate) hits: StdAtomicU64,
-}
 
 /// An idle slot in a cache, with its address: a hit hands it out without recomputing the address from the
 /// chunk table.
@@ -278,7 +241,7 @@ impl Local {
 
     /// Flushes entries of closing pools and honours trim requests, if anything changed since last time.
     ///
-    /// `Acquire`: see [`bump_sweep_epoch`]. Each pool's state and trim epoch read in `sweep_slow` then hold at
+    /// `Acquire`: see [`bump_sweep_epoch`](crate::shared::bump_sweep_epoch). Each pool's state and trim epoch read in `sweep_slow` then hold at
     /// least what was published before the bumps this load read (`Inner::is_closing`, `Inner::trim_epoch`).
     #[inline]
     fn sweep(&mut self) {

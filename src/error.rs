@@ -289,6 +289,48 @@ pub enum AcquireError {
     },
 }
 
+/// An [`AcquireError`] as an [`io::Error`], for code that reads into pool buffers inside `io::Result` functions
+/// (`pool.acquire()?`). The `AcquireError` is kept as the error's inner error: reach it with `get_ref`,
+/// `into_inner` or a downcast of either. Not with `source()`: std's `io::Error::source` skips the inner error
+/// and returns *its* source, so `Exhausted` and `Timeout` have none and an `Os` error's chain goes straight to
+/// the OS error (whose `raw_os_error()` the converted error itself does not report). The kind says what
+/// happened:
+///
+/// - `Exhausted` is [`io::ErrorKind::OutOfMemory`]: no buffer memory is available under the pool's limits.
+///   Not `WouldBlock`: async I/O code treats `WouldBlock` as "not ready, the reactor will wake you", and no
+///   reactor ever wakes a task for a pool (that is what `PagePool::acquire_async`, feature `async`, is
+///   for), so the task would hang; and under `OverflowPolicy::Map`/`Fail` no amount of waiting is implied.
+/// - `Timeout` is [`io::ErrorKind::TimedOut`].
+/// - `Os` keeps the kind of the OS error (`OutOfMemory` for `ENOMEM`, say); a length given to
+///   [`acquire_len`](crate::PagePool::acquire_len) that overflows the address space is `InvalidInput`.
+///
+/// # Examples
+/// ```
+/// use pagepool::{OverflowPolicy, PagePool};
+/// use std::io;
+///
+/// fn read_block(pool: &PagePool) -> io::Result<pagepool::AlignedBuf> {
+///     let buf = pool.acquire()?; // AcquireError -> io::Error
+///     Ok(buf)
+/// }
+/// let pool = PagePool::builder().capacity(1).overflow(OverflowPolicy::Fail).build().unwrap();
+/// let held = read_block(&pool).unwrap();
+/// let err = read_block(&pool).unwrap_err();
+/// assert_eq!(err.kind(), io::ErrorKind::OutOfMemory);
+/// assert!(err.get_ref().unwrap().is::<pagepool::AcquireError>());
+/// # drop(held);
+/// ```
+impl From<AcquireError> for io::Error {
+    fn from(e: AcquireError) -> io::Error {
+        let kind = match &e {
+            AcquireError::Exhausted { .. } => io::ErrorKind::OutOfMemory,
+            AcquireError::Timeout { .. } => io::ErrorKind::TimedOut,
+            AcquireError::Os { source, .. } => source.kind(),
+        };
+        io::Error::new(kind, e)
+    }
+}
+
 /// The "what to change" part of [`ConfigError::BudgetTooSmall`].
 fn budget_hint(first_chunk: usize, overflow_buffer: Option<usize>, min_bytes: usize) -> String {
     match overflow_buffer {

@@ -8,7 +8,7 @@
 //! models also race chunk growth. The freelist is a loom-visible FIFO twin of crossbeam's `ArrayQueue` that
 //! panics if a slot is ever returned twice.
 
-use crate::pool::TEARDOWNS;
+use crate::shared::TEARDOWNS;
 use crate::{AcquireError, AlignedBuf, OverflowPolicy, PagePool};
 use loom::sync::atomic::AtomicBool;
 use loom::sync::Arc;

@@ -4,7 +4,7 @@
 //! overflow buffers out at once is bounded by `max_overflow` through a permit count taken *before* the system
 //! call and given back *after* the unmap, so `mapped_bytes` never exceeds the configured bound. No lock is held
 //! across either system call. The budget (`max_bytes`) is reserved with the permit and given back with it;
-//! while someone waits, a released permit and its bytes go straight to a waiter instead (`pool.rs`).
+//! while someone waits, a released permit and its bytes go straight to a waiter instead (`wake.rs`).
 //!
 //! With an [`overflow_decay`](crate::PoolBuilder::overflow_decay) (the default), a released buffer of the pool's
 //! size is not unmapped at once: it waits in the [`Reserve`] with its permit and budget, for the next overflow

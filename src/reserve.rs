@@ -256,7 +256,7 @@ impl Reserve {
 
 impl Drop for Reserve {
     /// The pool's teardown: the entries' mappings are unmapped as they drop. Idle entries are ASan-poisoned
-    /// (`pool.rs`); the shadow is cleaned first, so a later mapping at the same addresses starts clean.
+    /// (`release.rs`); the shadow is cleaned first, so a later mapping at the same addresses starts clean.
     fn drop(&mut self) {
         for e in lock(&self.list).iter() {
             crate::sys::unpoison(e.buf.ptr.as_ptr(), e.buf.buf_size);

@@ -14,6 +14,7 @@ use std::io;
 /// ```
 /// assert_eq!(pagepool::MAX_REGISTERED_BUFFERS, u16::MAX as usize + 1);
 /// ```
+#[cfg_attr(docsrs, doc(cfg(all(feature = "io-uring", target_os = "linux"))))]
 pub const MAX_REGISTERED_BUFFERS: usize = 1 << 16;
 
 /// [`PagePool::iovecs`] could not describe the pool's buffers.
@@ -24,6 +25,7 @@ pub const MAX_REGISTERED_BUFFERS: usize = 1 << 16;
 /// let pool = PagePool::builder().capacity(MAX_REGISTERED_BUFFERS + 1).build().unwrap();
 /// assert!(matches!(pool.iovecs(), Err(RegisterError::TooManyBuffers { .. })));
 /// ```
+#[cfg_attr(docsrs, doc(cfg(all(feature = "io-uring", target_os = "linux"))))]
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegisterError {
@@ -102,7 +104,7 @@ impl PagePool {
     /// let mut buf = pool.acquire()?;
     /// let index = buf.index().expect("a pooled buffer of a registrable pool");
     /// # let fd = 0;
-    /// let read = io_uring::opcode::ReadFixed::new(io_uring::types::Fd(fd), buf.as_mut_ptr(), buf.len() as u32, index)
+    /// let read = io_uring::opcode::ReadFixed::new(io_uring::types::Fd(fd), buf.as_mut_ptr(), buf.capacity() as u32, index)
     ///     .offset(0)
     ///     .build();
     /// # let _ = read;
@@ -150,6 +152,7 @@ impl PagePool {
     /// assert_eq!(iovecs[i].iov_len, 8192);
     /// # Ok(()) }
     /// ```
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "io-uring", target_os = "linux"))))]
     pub fn iovecs(&self) -> Result<Vec<libc::iovec>, RegisterError> {
         let classes = self.size_classes();
         if classes.len() > 1 {
@@ -229,6 +232,7 @@ impl AlignedBuf {
     /// assert_eq!(overflow.index(), None);
     /// # Ok(()) }
     /// ```
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "io-uring", target_os = "linux"))))]
     pub fn index(&self) -> Option<u16> {
         self.slot().and_then(|s| u16::try_from(s).ok())
     }

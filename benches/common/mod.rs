@@ -16,11 +16,16 @@
 //! | `pagepool_nocache` | the same with `thread_cache(0)`: every operation goes to the shared freelist |
 //!
 //! Pre-made buffers live in one [`Slab`]: a single anonymous mapping, every page faulted in up front.
+//!
+//! `posix_memalign` and `jemalloc` are unix-only (libc, tikv-jemallocator): on Windows those legs are left
+//! out, and the others (memmap2 maps through `CreateFileMapping` there) build and run.
 #![allow(dead_code)] // each bench uses a different subset
 
 use crossbeam_queue::ArrayQueue;
 use pagepool::{AlignedBuf, OverflowPolicy, PagePool};
-use std::alloc::{GlobalAlloc, Layout};
+#[cfg(unix)]
+use std::alloc::GlobalAlloc;
+use std::alloc::Layout;
 use std::hint::black_box;
 use std::ptr::NonNull;
 use std::sync::{Arc, Barrier, Mutex};
@@ -239,10 +244,12 @@ pub struct HeapBuf(NonNull<u8>);
 // all three allocators used here accept a free from a thread other than the allocating one.
 unsafe impl Send for HeapBuf {}
 
-/// glibc `posix_memalign(4096, 8192)` / `free`.
+/// glibc `posix_memalign(4096, 8192)` / `free`. Unix-only.
+#[cfg(unix)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Memalign;
 
+#[cfg(unix)]
 impl Strategy for Memalign {
     type Buf = HeapBuf;
     #[inline(always)]
@@ -289,10 +296,13 @@ impl Strategy for StdAligned {
 }
 
 /// jemalloc (tikv-jemallocator, prefixed symbols) called directly as a `GlobalAlloc` value, not installed as the
-/// global allocator, so that every other allocation in the process stays on glibc.
+/// global allocator, so that every other allocation in the process stays on glibc. Unix-only, like its
+/// dev-dependency.
+#[cfg(unix)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Jemalloc;
 
+#[cfg(unix)]
 impl Strategy for Jemalloc {
     type Buf = HeapBuf;
     #[inline(always)]

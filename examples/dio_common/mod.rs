@@ -2,6 +2,8 @@
 //! over pool buffers, a direct-read checksum, and RSS from /proc. Linux only.
 #![allow(dead_code)]
 
+#[cfg(target_os = "linux")]
+pub mod read;
 #[cfg(feature = "io-uring")]
 pub mod uring;
 
@@ -84,13 +86,18 @@ pub fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usiz
 pub fn direct_checksum(path: &Path, pool: &PagePool) -> io::Result<u64> {
     let file = open_direct_read(path)?;
     let mut sum = Checksum::default();
-    let mut buf = pool.acquire().map_err(io::Error::other)?;
+    let mut buf = pool.acquire()?;
     let mut offset = 0;
     loop {
-        let n = read_full_at(&file, &mut buf, offset)?;
-        sum.update(&buf[..n]);
+        // Each block is read into the empty buffer's spare capacity; the buffer's length is then what was read.
+        buf.clear();
+        let n = read_full_at(&file, buf.spare_capacity_mut(), offset)?;
+        // SAFETY: `n` bytes were read into the spare capacity of an empty buffer: `n <= capacity()`, and the
+        // buffer's bytes are always initialised.
+        unsafe { buf.set_len(n) };
+        sum.update(&buf);
         offset += n as u64;
-        if n < buf.len() {
+        if buf.len() < buf.capacity() {
             break;
         }
     }
@@ -139,13 +146,14 @@ pub fn copy(
     let copied = AtomicU64::new(0);
     let written = AtomicU64::new(0);
     let worker = || -> io::Result<()> {
-        let mut buf: AlignedBuf = pool.acquire().map_err(io::Error::other)?;
+        let mut buf: AlignedBuf = pool.acquire()?;
         loop {
             let offset = next.fetch_add(block, Relaxed);
             if offset >= len {
                 return Ok(());
             }
-            let n = read_full_at(&input, &mut buf, offset)?;
+            buf.clear();
+            let n = read_full_at(&input, buf.spare_capacity_mut(), offset)?;
             let want = (len - offset).min(block) as usize;
             if n != want {
                 return Err(io::Error::new(
@@ -153,9 +161,13 @@ pub fn copy(
                     format!("short read at {offset}: {n} of {want} bytes (file changed?)"),
                 ));
             }
+            // The tail block: zeros up to the offset alignment (`padded <= capacity`: the capacity is a multiple
+            // of `pad_to`, checked above).
             let padded = n.next_multiple_of(pad_to);
-            buf[n..padded].fill(0);
-            output.write_all_at(&buf[..padded], offset)?;
+            buf.spare_capacity_mut()[n..padded].fill(0);
+            // SAFETY: `padded <= capacity()`, and bytes `0..padded` were just written (read, then zeroed).
+            unsafe { buf.set_len(padded) };
+            output.write_all_at(&buf, offset)?;
             written.fetch_add(padded as u64, Relaxed);
             progress(copied.fetch_add(n as u64, Relaxed) + n as u64);
         }
@@ -195,5 +207,38 @@ pub fn fill_pattern(buf: &mut [u8], seed: u64) {
         x ^= x >> 27;
         let v = x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
         chunk.copy_from_slice(&v[..chunk.len()]);
+    }
+}
+
+/// Creates (truncating) `path` with `mib` mebibytes of the seeded pattern plus `tail` bytes, so a tail that is not
+/// a multiple of any block size ends the file; synced, so the bytes are on the device for direct reads.
+pub fn create_pattern_file(path: &Path, mib: u64, tail: usize) -> io::Result<u64> {
+    use std::io::Write;
+    let mut f = io::BufWriter::new(File::create(path)?);
+    let mut block = vec![0u8; 1 << 20];
+    for i in 0..mib {
+        fill_pattern(&mut block, i + 1);
+        f.write_all(&block)?;
+    }
+    fill_pattern(&mut block[..tail], mib + 1);
+    f.write_all(&block[..tail])?;
+    f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    Ok((mib << 20) + tail as u64)
+}
+
+/// Checksum of a whole file through ordinary buffered reads: the reference the direct reads are checked
+/// against.
+pub fn buffered_checksum(path: &Path) -> io::Result<u64> {
+    use std::io::Read;
+    let mut sum = Checksum::default();
+    let mut f = File::open(path)?;
+    let mut block = vec![0u8; 1 << 20];
+    loop {
+        match f.read(&mut block) {
+            Ok(0) => return Ok(sum.finish()),
+            Ok(n) => sum.update(&block[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }

@@ -64,7 +64,8 @@ fn run(
     let block = pool.buf_size() as u64;
     let fd = types::Fd(file.as_raw_fd());
     let mut in_flight: HashMap<u64, AlignedBuf> = HashMap::new();
-    let mut done: BTreeMap<u64, (AlignedBuf, usize)> = BTreeMap::new();
+    // Completed buffers waiting for their turn in file order, each truncated to the bytes its read returned.
+    let mut done: BTreeMap<u64, AlignedBuf> = BTreeMap::new();
     let (mut next_submit, mut next_fold) = (0u64, 0u64);
     let mut sum = Checksum::default();
     let mut requests = 0u64;
@@ -76,7 +77,7 @@ fn run(
             let mut buf = match pool.acquire() {
                 Ok(b) => b,
                 Err(e) => {
-                    error = Some(io::Error::other(e));
+                    error = Some(e.into());
                     break;
                 }
             };
@@ -113,7 +114,7 @@ fn run(
         }
         for cqe in ring.completion() {
             let b = cqe.user_data();
-            let buf = in_flight
+            let mut buf = in_flight
                 .remove(&b)
                 .expect("completion for a request we made");
             let want = (len - b * block).min(block) as usize;
@@ -128,12 +129,13 @@ fn run(
                     ));
                 }
                 r => {
-                    done.insert(b, (buf, r as usize));
+                    buf.truncate(r as usize);
+                    done.insert(b, buf);
                 }
             }
         }
-        while let Some((buf, n)) = done.remove(&next_fold) {
-            sum.update(&buf[..n]);
+        while let Some(buf) = done.remove(&next_fold) {
+            sum.update(&buf);
             next_fold += 1;
         }
     }

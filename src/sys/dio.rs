@@ -113,7 +113,7 @@ mod linux {
             libc::syscall(
                 libc::SYS_statx,
                 fd,
-                b"\0".as_ptr().cast::<libc::c_char>(),
+                c"".as_ptr(),
                 libc::AT_EMPTY_PATH,
                 STATX_DIOALIGN,
                 buf.as_mut_ptr(),

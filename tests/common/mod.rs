@@ -276,3 +276,17 @@ pub fn until_waiting(pool: &pagepool::PagePool, n: usize) {
         std::thread::yield_now();
     }
 }
+
+/// The error of an `acquire` from the exhausted `pool`, converted to an `io::Error`: checked to be `OutOfMemory`
+/// with the `AcquireError::Exhausted` inside.
+pub fn exhausted_io_error(pool: &pagepool::PagePool) -> std::io::Error {
+    let e: std::io::Error = pool.acquire().unwrap_err().into();
+    assert_eq!(e.kind(), std::io::ErrorKind::OutOfMemory);
+    assert!(matches!(
+        e.get_ref()
+            .unwrap()
+            .downcast_ref::<pagepool::AcquireError>(),
+        Some(pagepool::AcquireError::Exhausted { .. })
+    ));
+    e
+}
