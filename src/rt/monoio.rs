@@ -21,7 +21,7 @@ unsafe impl ::monoio::buf::IoBuf for AlignedBuf {
     #[inline]
     fn read_ptr(&self) -> *const u8 {
         // The mapping's own pointer (valid for the whole capacity), not one derived from `&self[..len]`.
-        self.parts().0.as_ptr()
+        AlignedBuf::as_ptr(self)
     }
 
     #[inline]
@@ -38,7 +38,7 @@ unsafe impl ::monoio::buf::IoBuf for AlignedBuf {
 unsafe impl ::monoio::buf::IoBufMut for AlignedBuf {
     #[inline]
     fn write_ptr(&mut self) -> *mut u8 {
-        self.parts().0.as_ptr()
+        AlignedBuf::as_mut_ptr(self)
     }
 
     #[inline]

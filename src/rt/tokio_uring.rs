@@ -24,7 +24,7 @@ unsafe impl ::tokio_uring::buf::IoBuf for AlignedBuf {
     #[inline]
     fn stable_ptr(&self) -> *const u8 {
         // The mapping's own pointer (valid for the whole capacity), not one derived from `&self[..len]`.
-        self.parts().0.as_ptr()
+        AlignedBuf::as_ptr(self)
     }
 
     #[inline]
@@ -47,7 +47,7 @@ unsafe impl ::tokio_uring::buf::IoBuf for AlignedBuf {
 unsafe impl ::tokio_uring::buf::IoBufMut for AlignedBuf {
     #[inline]
     fn stable_mut_ptr(&mut self) -> *mut u8 {
-        self.parts().0.as_ptr()
+        AlignedBuf::as_mut_ptr(self)
     }
 
     /// Raises [`len`](AlignedBuf::len) to `pos` if `pos` is greater (tokio-uring's contract: a high-water mark).
