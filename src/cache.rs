@@ -32,62 +32,100 @@
 //! another cache operation or exited: a thread that used the pool once and then blocks, or only uses pools
 //! without caches, keeps the memory mapped until it exits.
 
-use crate::shared::{CacheStats, Inner, Ref, SWEEP_EPOCH};
+use crate::shared::{Body, Inner, Ref, Stash, SWEEP_EPOCH};
+use crate::sync::{light_barrier, lock, yield_now};
 use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::Arc as StdArc;
 
-/// An idle slot in a cache, with its address: a hit hands it out without recomputing the address from the
-/// chunk table.
-#[derive(Clone, Copy)]
-pub(crate) struct Cached {
-    pub(crate) slot: u32,
-    pub(crate) ptr: NonNull<u8>,
-}
+pub(crate) use crate::shared::Cached;
 
-/// One thread's cache for one pool.
+/// This thread's handle on its cache for one pool.
 struct Entry {
     inner: NonNull<Inner>,
-    /// Idle slots, most recently released last (handed out first: warm in cache and TLB).
-    slots: Vec<Cached>,
-    /// The most slots kept now (here so the hit path reads one line): the pool's `cache_size` at first, more
-    /// once the cache has grown ([`grow`](Self::grow)). `slots` always has room for `cap` without
-    /// reallocating.
-    cap: usize,
-    /// A refill since the last flush: the thread takes more than the cache holds (see [`grow`](Self::grow)).
-    refilled: bool,
-    /// Slots refilled less slots flushed since the cache last grew or shrank (see [`make_room`](Self::make_room)).
-    net: isize,
-    /// The pool's trim epoch this entry last honoured.
-    trim_seen: u64,
-    hits: u64,
-    stats: StdArc<CacheStats>,
+    stash: StdArc<Stash>,
 }
 
-impl Entry {
-    /// The pool's shared state. The lifetime is not tied to `&self` so the slot stack can be borrowed
-    /// mutably alongside; callers use it only while the entry (and so its reference) lives.
-    fn inner<'a>(&self) -> &'a Inner {
-        // SAFETY: the entry holds one reference on `Inner` (taken in `Local::new_entry`), so it is alive
-        // for as long as the entry is, which outlasts every use of the returned reference.
-        unsafe { self.inner.as_ref() }
+impl Stash {
+    /// The owner takes the stash's lock if no reclaimer holds or wants it: a plain store, a compiler-only
+    /// barrier, a load. `false`: a reclaimer is there (the caller goes to the full path, which waits).
+    #[inline(always)]
+    fn try_enter(&self) -> bool {
+        // Relaxed: ordered before the load below by the asymmetric barrier pair (`sync::light_barrier`).
+        self.busy.store(true, Relaxed);
+        light_barrier();
+        // Acquire: a reclaimer's `Release` clearing of `claim` publishes what it did to the slots.
+        if self.claim.load(Acquire) {
+            self.leave();
+            return false;
+        }
+        true
+    }
+
+    /// The owner gives the lock back. `Release`: a reclaimer that reads it clear (`Acquire`) sees the slots as
+    /// this operation left them.
+    #[inline(always)]
+    fn leave(&self) {
+        self.busy.store(false, Release);
+    }
+
+    /// The owner takes the lock, waiting out a reclaimer. `false`: the entry is dead (a closing reclaim ended
+    /// it): the caller forgets it without touching the pool, which may be gone.
+    fn enter(&self) -> bool {
+        loop {
+            if self.try_enter() {
+                return true;
+            }
+            loop {
+                // Acquire: the ending reclaim's `Release` store; after it, nothing of the entry is ours.
+                if self.dead.load(Acquire) {
+                    return false;
+                }
+                if !self.claim.load(Acquire) {
+                    break;
+                }
+                yield_now();
+            }
+        }
     }
 
     /// Publishes the cache length. `Release`, so a `stats()` that reads the new length (with `Acquire`) also
     /// sees where the slots went (depot and freelist counts written before).
     #[inline(always)]
-    fn publish(&self) {
-        self.stats.cached.store(self.slots.len(), Release);
+    fn publish(&self, b: &Body) {
+        self.cached.store(b.slots.len(), Release);
     }
 
     /// Counts a cache hit and publishes the new length.
     #[inline(always)]
-    fn hit(&mut self) {
-        self.hits += 1;
+    fn hit(&self, b: &mut Body) {
+        b.hits += 1;
         // Relaxed: a statistic; no other memory is read on the strength of it.
-        self.stats.hits.store(self.hits, Relaxed);
-        self.publish();
+        self.hits.store(b.hits, Relaxed);
+        self.publish(b);
+    }
+}
+
+/// An entry whose lock this thread holds (see "Reclaim" in the module docs), with its cache.
+struct Held<'a> {
+    inner: NonNull<Inner>,
+    stash: &'a Stash,
+    body: &'a mut Body,
+}
+
+impl<'a> Held<'a> {
+    /// The pool's shared state. The lifetime is not tied to `&self` so the body can be borrowed mutably
+    /// alongside.
+    fn inner(&self) -> &'a Inner {
+        // SAFETY: the entry is live (its holder entered it and found it not dead), so it still holds its own
+        // reference on `Inner` (taken in `Local::new_entry`; only the holder of its lock ever gives it up), and
+        // `Inner` is alive while the lock is held.
+        unsafe { self.inner.as_ref() }
+    }
+
+    fn publish(&self) {
+        self.stash.publish(self.body);
     }
 
     /// Grows a full cache instead of flushing it, if its thread has refilled it since it last flushed: the
@@ -96,10 +134,11 @@ impl Entry {
     /// (`Inner::cache_room`, a read-modify-write on this cold path only). `false`: flush as usual.
     fn grow(&mut self) -> bool {
         let inner = self.inner();
-        if !self.refilled || self.cap >= inner.cache_max {
+        let b = &mut *self.body;
+        if !b.refilled || b.cap >= inner.cache_max {
             return false;
         }
-        let want = self.cap.min(inner.cache_max - self.cap);
+        let want = b.cap.min(inner.cache_max - b.cap);
         // Relaxed: a count of room, not a publication; each slot of room is claimed by exactly one
         // read-modify-write.
         let got = inner
@@ -111,9 +150,9 @@ impl Entry {
         if got == 0 {
             return false;
         }
-        self.cap += got;
+        b.cap += got;
         // The hit path writes up to `cap` slots without a capacity check.
-        self.slots.reserve_exact(self.cap - self.slots.len());
+        b.slots.reserve_exact(b.cap - b.slots.len());
         true
     }
 
@@ -121,10 +160,10 @@ impl Entry {
     fn shrink(&mut self, cap_to: usize) {
         let inner = self.inner();
         let cap_to = cap_to.max(inner.cache_size);
-        if self.cap > cap_to {
+        if self.body.cap > cap_to {
             // Relaxed: see `grow`.
-            inner.cache_room.fetch_add(self.cap - cap_to, Relaxed);
-            self.cap = cap_to;
+            inner.cache_room.fetch_add(self.body.cap - cap_to, Relaxed);
+            self.body.cap = cap_to;
         }
     }
 
@@ -135,27 +174,27 @@ impl Entry {
     /// halved such a cache within every release phase).
     fn make_room(&mut self, owed: &mut Vec<Ref>) {
         if self.grow() {
-            self.net = 0;
+            self.body.net = 0;
             return;
         }
-        self.refilled = false;
-        let keep = self.cap - (self.cap / 2).max(1);
-        let n = self.slots.len().saturating_sub(keep);
+        self.body.refilled = false;
+        let keep = self.body.cap - (self.body.cap / 2).max(1);
+        let n = self.body.slots.len().saturating_sub(keep);
         self.flush(n, owed);
-        self.net = self.net.saturating_sub(n as isize);
-        if self.net < -4 * self.cap as isize {
-            self.net = 0;
-            self.shrink(self.cap / 2);
+        self.body.net = self.body.net.saturating_sub(n as isize);
+        if self.body.net < -4 * self.body.cap as isize {
+            self.body.net = 0;
+            self.shrink(self.body.cap / 2);
         }
     }
 
     /// Flushes every slot and shrinks the cache to its starting size (a trim).
     fn trim(&mut self, owed: &mut Vec<Ref>) {
-        let n = self.slots.len();
+        let n = self.body.slots.len();
         self.flush(n, owed);
         self.shrink(0);
-        self.refilled = false;
-        self.net = 0;
+        self.body.refilled = false;
+        self.body.net = 0;
     }
 
     /// Moves the oldest `n` slots back to the pool and drops their references: whole magazines to the depot
@@ -163,13 +202,13 @@ impl Entry {
     /// run: it goes to `owed` (with a reference that keeps the pool alive until then), and runs once the
     /// caller's books balance and this thread's caches are no longer borrowed ([`settle`]).
     fn flush(&mut self, n: usize, owed: &mut Vec<Ref>) {
-        let n = n.min(self.slots.len());
+        let n = n.min(self.body.slots.len());
         if n == 0 {
             return;
         }
         let inner = self.inner();
         let mut left = n;
-        let mut oldest = self.slots.drain(..n).map(|c| c.slot);
+        let mut oldest = self.body.slots.drain(..n).map(|c| c.slot);
         if let Some(d) = &inner.depot {
             // `left >= mag` slots remain in `oldest` whenever `put_with` asks for `mag` of them.
             while left >= d.mag() && d.put_with(|| oldest.next().unwrap_or(u32::MAX)) {
@@ -181,7 +220,8 @@ impl Entry {
         }
         self.publish();
         // SAFETY: these n references were owned by the cached slots; the entry's own reference keeps Inner
-        // alive past this call, so this cannot be the last one.
+        // alive past this call (only the holder of the entry's lock gives it up, and that is us), so this
+        // cannot be the last one.
         unsafe { Inner::release_refs(self.inner, n) };
         if inner.waitable {
             // The slots are visible now: anyone waiting at the limit must be served (the wake handshake,
@@ -189,26 +229,60 @@ impl Entry {
             owed.push(Ref::take(inner));
         }
     }
+}
 
-    /// Flushes everything, unregisters, and hands the entry's own reference to `owed`: dropping it may free
-    /// `Inner`, whose teardown emits an event (foreign code), so that happens only once the caller's books
-    /// balance and the caches are no longer borrowed ([`settle`]).
-    fn close(mut self, owed: &mut Vec<Ref>) {
-        self.trim(owed);
-        self.inner().unregister_cache(&self.stats, self.hits);
-        let inner = self.inner;
-        drop(self);
+/// Runs `f` with `e`'s lock held; `None` (without calling `f`) if the entry is dead.
+fn with_held<R>(e: &Entry, f: impl FnOnce(&mut Held<'_>) -> R) -> Option<R> {
+    let stash = &*e.stash;
+    if !stash.enter() {
+        return None;
+    }
+    // Gives the lock back on every way out, unwinding included (nothing here is expected to panic, but a
+    // stuck `busy` would keep every reclaimer off this cache).
+    struct Leave<'a>(&'a Stash);
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            self.0.leave();
+        }
+    }
+    let _leave = Leave(stash);
+    Some(stash.body.with_mut(|b| {
+        // SAFETY: this thread holds the stash's lock (`enter`), so no reclaimer touches the body, and no other
+        // reference to it exists on this thread: `LOCAL` is borrowed by our caller, which took the hit paths
+        // (the only other way in) off first.
+        let body = unsafe { &mut *b };
+        f(&mut Held {
+            inner: e.inner,
+            stash,
+            body,
+        })
+    }))
+}
+
+/// Ends a live entry whose thread is done with it: flushes everything, marks it dead while holding its lock (so
+/// no reclaimer ends it too), unregisters it, and hands its own reference to `owed`: dropping that may free
+/// `Inner`, whose teardown emits an event (foreign code), so that happens only once the caller's books balance
+/// and the caches are no longer borrowed ([`settle`]). A dead entry is only forgotten: whoever ended it took
+/// its slots and its reference.
+fn close(e: Entry, owed: &mut Vec<Ref>) {
+    let ended = with_held(&e, |h| {
+        h.trim(owed);
+        // Relaxed: written and read only by holders of the lock, which orders them.
+        h.stash.dead.store(true, Relaxed);
+        h.body.hits
+    });
+    if let Some(hits) = ended {
+        // SAFETY: the entry's own reference is still held (given up below), so Inner is alive.
+        unsafe { e.inner.as_ref() }.unregister_cache(&e.stash, hits);
         // SAFETY: the entry's own reference, taken in `Local::new_entry`, passed on; not used here again.
-        owed.push(unsafe { Ref::adopt(inner) });
+        owed.push(unsafe { Ref::adopt(e.inner) });
     }
 }
 
 /// This thread's caches, one entry per pool used (most recently used first).
 struct Local {
-    /// Boxed so that an entry's address is stable while the vector is reordered: [`HOT`] points at the
-    /// front one.
-    #[allow(clippy::vec_box)] // the boxes are the point: stable addresses
-    entries: Vec<Box<Entry>>,
+    /// [`HOT`] points at the front one's stash, which its `Arc` keeps in place while the vector is reordered.
+    entries: Vec<Entry>,
     epoch_seen: u64,
     /// References owed a settling: wake checks of `Wait` pools' flushes, and closed entries' own references,
     /// whose drop may free a pool. Run by [`settle`] once the caller's books balance.
@@ -255,67 +329,89 @@ impl Local {
     fn sweep_slow(&mut self, epoch: u64) {
         let mut i = 0;
         while i < self.entries.len() {
-            let e = &mut *self.entries[i];
-            if e.inner().is_closing() {
-                (*self.entries.swap_remove(i)).close(&mut self.owed);
-                continue;
+            let owed = &mut self.owed;
+            // `Some(true)`: the pool is closing; `None`: the entry is dead (a closing reclaim ended it).
+            let closing = with_held(&self.entries[i], |h| {
+                if h.inner().is_closing() {
+                    return true;
+                }
+                let trim = h.inner().trim_epoch();
+                if trim != h.body.trim_seen {
+                    h.body.trim_seen = trim;
+                    h.trim(owed);
+                }
+                false
+            });
+            match closing {
+                Some(false) => i += 1,
+                Some(true) => close(self.entries.swap_remove(i), &mut self.owed),
+                None => drop(self.entries.swap_remove(i)),
             }
-            let trim = e.inner().trim_epoch();
-            if trim != e.trim_seen {
-                e.trim_seen = trim;
-                e.trim(&mut self.owed);
-            }
-            i += 1;
         }
         // Honoured only once every entry was looked at.
         self.epoch_seen = epoch;
     }
 
-    /// The entry for `inner`, created (and registered) if this thread has none yet. `None` if the pool is
-    /// closing (no new entries for a dying pool).
+    /// The index of the entry for `inner`, created (and registered) if this thread has none yet, and moved to
+    /// the front. `None` if the pool is closing (no new entries for a dying pool).
     #[inline]
-    fn entry(&mut self, inner: NonNull<Inner>) -> Option<&mut Entry> {
+    fn entry(&mut self, inner: NonNull<Inner>) -> Option<usize> {
         if self.entries.first().is_some_and(|e| e.inner == inner) {
-            return self.entries.first_mut().map(|e| &mut **e);
+            return Some(0);
         }
         self.other_entry(inner)
     }
 
     /// `entry` for a pool that is not the most recently used one: move it to the front, or create it.
     #[cold]
-    fn other_entry(&mut self, inner: NonNull<Inner>) -> Option<&mut Entry> {
+    fn other_entry(&mut self, inner: NonNull<Inner>) -> Option<usize> {
         match self.entries.iter().position(|e| e.inner == inner) {
             Some(p) => {
                 self.entries.swap(0, p);
-                self.entries.first_mut().map(|e| &mut **e)
+                Some(0)
             }
             None => self.new_entry(inner),
         }
     }
 
     #[cold]
-    fn new_entry(&mut self, inner: NonNull<Inner>) -> Option<&mut Entry> {
+    fn new_entry(&mut self, inner: NonNull<Inner>) -> Option<usize> {
         // SAFETY: the caller holds a reference on `Inner` (a handle, or the buffer being released).
         let r = unsafe { inner.as_ref() };
         if r.is_closing() {
             return None;
         }
+        let stash = StdArc::new(Stash::new(r.cache_size, r.trim_epoch()));
+        // The entry's own reference exists before a closing reclaim can find the entry and end it (which gives
+        // that reference up).
         r.add_refs(1);
-        let stats = r.register_cache();
-        self.entries.insert(
-            0,
-            Box::new(Entry {
-                inner,
-                slots: Vec::with_capacity(r.cache_size),
-                cap: r.cache_size,
-                refilled: false,
-                net: 0,
-                trim_seen: r.trim_epoch(),
-                hits: 0,
-                stats,
-            }),
-        );
-        Some(&mut self.entries[0])
+        if !r.register_cache(&stash) {
+            // SAFETY: the closing reclaim has run, so no entry: this gives back the reference just taken. The
+            // caller's keeps Inner alive, so it is not the last one.
+            unsafe { Inner::release_refs(inner, 1) };
+            return None;
+        }
+        self.entries.insert(0, Entry { inner, stash });
+        Some(0)
+    }
+
+    /// Runs `f` on this thread's live entry for `inner` with its lock held, creating the entry if needed;
+    /// dead entries met on the way are forgotten. `None`: no entry (a closing pool), or `f` said so.
+    fn with_entry<R>(
+        &mut self,
+        inner: NonNull<Inner>,
+        f: impl FnOnce(&mut Held<'_>, &mut Vec<Ref>) -> Option<R>,
+    ) -> Option<R> {
+        let mut f = Some(f);
+        loop {
+            let i = self.entry(inner)?;
+            let owed = &mut self.owed;
+            match with_held(&self.entries[i], |h| f.take().and_then(|f| f(h, owed))) {
+                Some(r) => return r,
+                // Dead: the pool it named may be gone, and a new pool may sit at the same address.
+                None => drop(self.entries.swap_remove(i)),
+            }
+        }
     }
 }
 
@@ -325,7 +421,7 @@ impl Drop for Local {
         hot_off();
         let mut owed = std::mem::take(&mut self.owed);
         for e in self.entries.drain(..) {
-            (*e).close(&mut owed);
+            close(e, &mut owed);
         }
         Local::run_owed(owed);
     }
@@ -342,17 +438,18 @@ loom::thread_local! {
     static LOCAL: RefCell<Local> = RefCell::new(Local::new());
 }
 
-/// The hit paths' view of this thread's caches: the front (most recently used) entry of [`LOCAL`] and the
-/// sweep epoch that `LOCAL` has honoured, published whenever `LOCAL` is not borrowed.
+/// The hit paths' view of this thread's caches: the front (most recently used) entry of [`LOCAL`] (its pool
+/// and its stash) and the sweep epoch that `LOCAL` has honoured, published whenever `LOCAL` is not borrowed.
 ///
 /// `LOCAL` owns a destructor, so every access to it checks whether the destructor is registered, and its
 /// `RefCell` costs a borrow flag round trip; `HOT` has no destructor and no borrow flag, so reaching it is one
-/// thread-pointer-relative address. The rule that makes the raw pointer sound: `entry` is non-null only while
-/// `LOCAL` is not borrowed and the entry it points to is alive. Every borrow of `LOCAL` clears it first
-/// ([`hot_off`]) and republishes it when done ([`hot_on`]); `Local`'s destructor clears it for good. Entries
-/// are boxed, so reordering `Local::entries` does not move them.
+/// thread-pointer-relative address. The rule that makes the raw pointer sound: `stash` is non-null only while
+/// `LOCAL` is not borrowed and the entry it belongs to is in `LOCAL` (whose `Arc` keeps the stash alive). Every
+/// borrow of `LOCAL` clears it first ([`hot_off`]) and republishes it when done ([`hot_on`]); `Local`'s
+/// destructor clears it for good.
 struct Hot {
-    entry: Cell<*mut Entry>,
+    stash: Cell<*const Stash>,
+    inner: Cell<*mut Inner>,
     epoch: Cell<u64>,
 }
 
@@ -360,7 +457,8 @@ struct Hot {
 std::thread_local! {
     static HOT: Hot = const {
         Hot {
-            entry: Cell::new(std::ptr::null_mut()),
+            stash: Cell::new(std::ptr::null()),
+            inner: Cell::new(std::ptr::null_mut()),
             epoch: Cell::new(0),
         }
     };
@@ -369,25 +467,29 @@ std::thread_local! {
 #[cfg(loom)]
 loom::thread_local! {
     static HOT: Hot = Hot {
-        entry: Cell::new(std::ptr::null_mut()),
+        stash: Cell::new(std::ptr::null()),
+        inner: Cell::new(std::ptr::null_mut()),
         epoch: Cell::new(0),
     };
 }
 
 /// Takes the hit paths off this thread's caches (before `LOCAL` is borrowed or torn down).
 fn hot_off() {
-    let _ = HOT.try_with(|h| h.entry.set(std::ptr::null_mut()));
+    let _ = HOT.try_with(|h| h.stash.set(std::ptr::null()));
 }
 
 /// Republishes the front entry and the honoured epoch for the hit paths, as the borrow of `LOCAL` ends.
 fn hot_on(l: &mut Local) {
-    let front = l
+    let (stash, inner) = l
         .entries
-        .first_mut()
-        .map_or(std::ptr::null_mut(), |e| &mut **e as *mut Entry);
+        .first()
+        .map_or((std::ptr::null(), std::ptr::null_mut()), |e| {
+            (StdArc::as_ptr(&e.stash), e.inner.as_ptr())
+        });
     let _ = HOT.try_with(|h| {
         h.epoch.set(l.epoch_seen);
-        h.entry.set(front);
+        h.inner.set(inner);
+        h.stash.set(stash);
     });
 }
 
@@ -436,62 +538,76 @@ fn with_local<R>(f: impl FnOnce(&mut Local) -> Option<R>) -> Option<R> {
     })
 }
 
-/// The front entry for the hit paths, if it belongs to `inner` and no sweep is due.
+/// The front entry for the hit paths, with its lock held, if it belongs to `inner`, no sweep is due and no
+/// reclaimer is at it.
 #[inline(always)]
-fn hot_entry<R>(inner: NonNull<Inner>, f: impl FnOnce(&mut Entry) -> Option<R>) -> Option<R> {
+fn hot_entry<R>(
+    inner: NonNull<Inner>,
+    f: impl FnOnce(&Stash, &mut Body) -> Option<R>,
+) -> Option<R> {
     HOT.try_with(|h| {
-        let e = h.entry.get();
+        let s = h.stash.get();
         // Relaxed: only a hint that a sweep is due. A stale value serves this operation as if it came before the
-        // bump (the entry is this thread's own memory); a new one sends it to the full path, whose `Acquire`
-        // load in `Local::sweep` (reading this value or a later one) orders what the sweep reads.
-        if e.is_null() || SWEEP_EPOCH.load(Relaxed) != h.epoch.get() {
+        // bump (the entry is this thread's own); a new one sends it to the full path, whose `Acquire` load in
+        // `Local::sweep` (reading this value or a later one) orders what the sweep reads.
+        if s.is_null()
+            || SWEEP_EPOCH.load(Relaxed) != h.epoch.get()
+            || h.inner.get() != inner.as_ptr()
+        {
             return None;
         }
-        // SAFETY: a non-null `entry` points at a live, boxed entry of this thread's `LOCAL`, which nothing
-        // else accesses now: `LOCAL` is not borrowed (every borrow clears `entry` first), and the hit paths
-        // make no calls that could re-enter the pool, so this is the only reference (see `Hot`).
-        let e = unsafe { &mut *e };
-        if e.inner != inner {
+        // SAFETY: a non-null `stash` is the stash of an entry in this thread's `LOCAL`, whose `Arc` keeps it
+        // alive while `LOCAL` is not borrowed (see `Hot`).
+        let s = unsafe { &*s };
+        if !s.try_enter() {
             return None;
         }
-        f(e)
+        let r = s.body.with_mut(|b| {
+            // SAFETY: this thread holds the stash's lock (`try_enter`: no reclaimer is at it), `LOCAL` is not
+            // borrowed (so the full paths are not at it either), and the hit paths make no calls that could
+            // re-enter the pool: this is the only reference to the body.
+            f(s, unsafe { &mut *b })
+        });
+        s.leave();
+        r
     })
     .ok()
     .flatten()
 }
 
 /// The hit path of [`acquire`], small enough to inline into `PagePool::acquire`: pops a slot when this
-/// pool's entry is the most recently used one, the sweep epoch has not moved and the cache is not empty.
-/// Anything else (`None`) goes to [`acquire`], which handles it in full. No calls, so the caller's fast path
-/// needs no register spills.
+/// pool's entry is the most recently used one, the sweep epoch has not moved, no reclaimer is at the cache and
+/// it is not empty. Anything else (`None`) goes to [`acquire`], which handles it in full. No calls, so the
+/// caller's fast path needs no register spills.
 #[inline(always)]
 pub(crate) fn pop(inner: NonNull<Inner>) -> Option<Cached> {
-    hot_entry(inner, |e| {
-        let slot = e.slots.pop()?;
-        e.hit();
+    hot_entry(inner, |s, b| {
+        let slot = b.slots.pop()?;
+        s.hit(b);
         Some(slot)
     })
 }
 
 /// The hit path of [`release`]: pushes onto this pool's entry when it is the most recently used one, the
-/// sweep epoch has not moved and the cache has room. `Err` gives the slot back for [`release`].
+/// sweep epoch has not moved, no reclaimer is at it and it has room. `Err` gives the slot back for
+/// [`release`].
 #[inline(always)]
 pub(crate) fn push(inner: NonNull<Inner>, slot: Cached) -> Result<(), Cached> {
-    hot_entry(inner, |e| {
-        let len = e.slots.len();
-        if len >= e.cap {
+    hot_entry(inner, |s, b| {
+        let len = b.slots.len();
+        if len >= b.cap {
             return None;
         }
-        // SAFETY: `len < cap <= capacity` (the Vec was made with capacity `cap`, `Entry::grow` reserves room
+        // SAFETY: `len < cap <= capacity` (the Vec was made with capacity `cap`, `Held::grow` reserves room
         // for every `cap` it sets, shrinking only lowers `cap`, and the Vec never holds more than `cap`), so
         // slot `len` is allocated spare room; writing it and then growing the length by one
         // initialises exactly the element `set_len` exposes. (A plain `push` would keep a never-taken
         // reallocation call in this hot path.)
         unsafe {
-            e.slots.as_mut_ptr().add(len).write(slot);
-            e.slots.set_len(len + 1);
+            b.slots.as_mut_ptr().add(len).write(slot);
+            b.slots.set_len(len + 1);
         }
-        e.publish();
+        s.publish(b);
         Some(())
     })
     .ok_or(slot)
@@ -505,13 +621,14 @@ pub(crate) fn push(inner: NonNull<Inner>, slot: Cached) -> Result<(), Cached> {
 #[inline(never)]
 pub(crate) fn acquire(inner: NonNull<Inner>) -> Option<(Cached, bool)> {
     with_local(|l| {
-        let e = l.entry(inner)?;
-        let (slot, refilled) = match e.slots.pop() {
-            Some(s) => (s, false),
-            None => (refill(e)?, true),
-        };
-        e.hit();
-        Some((slot, refilled))
+        l.with_entry(inner, |h, _| {
+            let (slot, refilled) = match h.body.slots.pop() {
+                Some(s) => (s, false),
+                None => (refill(h)?, true),
+            };
+            h.stash.hit(h.body);
+            Some((slot, refilled))
+        })
     })
 }
 
@@ -519,8 +636,8 @@ pub(crate) fn acquire(inner: NonNull<Inner>) -> Option<(Cached, bool)> {
 const REFILL_MAX: usize = 32;
 
 #[cold]
-fn refill(e: &mut Entry) -> Option<Cached> {
-    let inner = e.inner();
+fn refill(h: &mut Held<'_>) -> Option<Cached> {
+    let inner = h.inner();
     if inner.waitable && inner.waiters.any() {
         // Someone waits at the limit: take one slot on the shared path (the caller's fallback) rather than a
         // batch that would rest in this cache, which may already have honoured the waiter's flush request.
@@ -530,11 +647,12 @@ fn refill(e: &mut Entry) -> Option<Cached> {
         slot,
         ptr: inner.slot_ptr(slot),
     };
+    let e = &mut *h.body;
     e.refilled = true;
     // Half the cache, but no more than `REFILL_MAX` (or half the starting size, if larger) once it has grown:
-    // slots taken beyond the thread's need rest idle here, out of other threads' reach, and moving more at
-    // once saves nothing (each magazine is its own pair of CAS). Whole magazines while the depot has them,
-    // then slot by slot from the freelist. (The cache is empty here, and `want <= cap`: no reallocation.)
+    // slots taken beyond the thread's need rest idle here until a reclaim or a trim fetches them, and moving
+    // more at once saves nothing (each magazine is its own pair of CAS). Whole magazines while the depot has
+    // them, then slot by slot from the freelist. (The cache is empty here, and `want <= cap`: no reallocation.)
     let want = (e.cap / 2).min(REFILL_MAX.max(inner.cache_size / 2)).max(1);
     if let Some(d) = &inner.depot {
         while e.slots.len() + d.mag() <= want && d.take_into(&mut e.slots, cached) {}
@@ -562,22 +680,21 @@ fn refill(e: &mut Entry) -> Option<Cached> {
 #[inline(never)]
 pub(crate) fn release(inner: NonNull<Inner>, slot: Cached) -> bool {
     with_local(|l| {
-        let mut owed = Vec::new();
-        let e = l.entry(inner)?;
-        // The caller looked for waiters before this sweep. A sweep that honoured the first waiter's flush
-        // request has seen that waiter (`bump_sweep_epoch`), but the caller's look may predate both: look
-        // again, or the slot would rest here, unflushed, while the waiter waits (loom
-        // `sweep_races_waiter_flush_request`). `None`: the caller frees it and runs the wake check.
-        if e.inner().waitable && e.inner().waiters.any() {
-            return None;
-        }
-        if e.slots.len() >= e.cap {
-            e.make_room(&mut owed);
-        }
-        e.slots.push(slot);
-        e.publish();
-        l.owed.append(&mut owed);
-        Some(())
+        l.with_entry(inner, |h, owed| {
+            // The caller looked for waiters before this sweep. A sweep that honoured the first waiter's flush
+            // request has seen that waiter (`bump_sweep_epoch`), but the caller's look may predate both: look
+            // again, or the slot would rest here, unflushed, while the waiter waits (loom
+            // `sweep_races_waiter_flush_request`). `None`: the caller frees it and runs the wake check.
+            if h.inner().waitable && h.inner().waiters.any() {
+                return None;
+            }
+            if h.body.slots.len() >= h.body.cap {
+                h.make_room(owed);
+            }
+            h.body.slots.push(slot);
+            h.publish();
+            Some(())
+        })
     })
     .is_some()
 }
@@ -586,7 +703,7 @@ pub(crate) fn release(inner: NonNull<Inner>, slot: Cached) -> bool {
 pub(crate) fn close_local(inner: NonNull<Inner>) {
     borrow_local(|l| {
         let p = l.entries.iter().position(|e| e.inner == inner)?;
-        (*l.entries.swap_remove(p)).close(&mut l.owed);
+        close(l.entries.swap_remove(p), &mut l.owed);
         Some(())
     });
 }
@@ -594,23 +711,157 @@ pub(crate) fn close_local(inner: NonNull<Inner>) {
 /// Flushes this thread's cache for `inner` but keeps the entry. Used by `trim`.
 pub(crate) fn flush_local(inner: NonNull<Inner>) {
     borrow_local(|l| {
-        let e = l.entries.iter_mut().find(|e| e.inner == inner)?;
-        e.trim(&mut l.owed);
-        e.trim_seen = e.inner().trim_epoch();
+        let p = l.entries.iter().position(|e| e.inner == inner)?;
+        let owed = &mut l.owed;
+        let live = with_held(&l.entries[p], |h| {
+            h.trim(owed);
+            h.body.trim_seen = h.inner().trim_epoch();
+        });
+        if live.is_none() {
+            drop(l.entries.swap_remove(p));
+        }
         Some(())
     });
 }
 
+/// What a reclaim does to the caches it reaches.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Reclaim {
+    /// Takes their idle slots; the caches go on.
+    Steal,
+    /// Takes their idle slots and ends them, with their own references (the pool is closing): a thread that
+    /// never touches the pool again then holds nothing of it.
+    Kill,
+}
+
+/// How often a reclaimer looks again at a cache whose owner is inside an operation, yielding in between,
+/// before it leaves that cache alone.
+#[cfg(not(loom))]
+const BUSY_LOOKS: usize = 64;
+#[cfg(loom)]
+const BUSY_LOOKS: usize = 1;
+
+/// Takes the idle slots of every thread's cache for this pool (other threads' too) back to the shared
+/// freelist, and with [`Reclaim::Kill`] ends the caches; returns the slots taken. The caller holds a
+/// reference on the pool (a handle). See "Reclaim" in the module docs for the protocol. Nothing happens (0)
+/// where the OS has no process-wide barrier.
+pub(crate) fn reclaim(inner: &Inner, how: Reclaim) -> usize {
+    if inner.cache_size == 0 {
+        return 0;
+    }
+    let kill = how == Reclaim::Kill;
+    let one_at_a_time = lock(&inner.reclaim_lock);
+    // Every live cache, including those whose published length reads 0: that gauge can lag an operation in
+    // progress (a refill publishes once done), and such a cache is exactly the one to wait for (its owner is
+    // inside an operation, see below). Filtering on it let an acquire overflow at capacity = demand, 1 in
+    // about 25,000 acquires (`tests/thread_cache.rs`, `reclaim_before_overflow_at_capacity_equal_to_demand`).
+    let victims: Vec<StdArc<Stash>> = inner.caches.with(|c| {
+        c.closed |= kill;
+        c.live.clone()
+    });
+    if victims.is_empty() {
+        return 0;
+    }
+    // Relaxed: ordered before the owners' loads of `claim` by the asymmetric barrier pair (`sync.rs`).
+    victims.iter().for_each(|v| v.claim.store(true, Relaxed));
+    if !crate::sync::heavy_barrier() {
+        // Release: owners waiting for the claim to clear see the (untouched) cache as they left it.
+        victims.iter().for_each(|v| v.claim.store(false, Release));
+        return 0;
+    }
+    let mut slots = 0;
+    let mut ended = Vec::new();
+    for v in &victims {
+        // The barrier is past: an owner that had not set `busy` visibly by then sees our claim and keeps off;
+        // one that had is inside an operation, which ends soon (no operation blocks or runs foreign code).
+        // Acquire: its `Release` clearing of `busy` publishes the slots as it left them.
+        let mut looks = 0;
+        while v.busy.load(Acquire) && looks < BUSY_LOOKS {
+            looks += 1;
+            yield_now();
+        }
+        if v.busy.load(Acquire) {
+            // Stuck (descheduled mid-operation): leave this cache alone. A closing pool then keeps it until its
+            // thread's next pool operation or exit, as without reclaim.
+            v.claim.store(false, Release);
+            continue;
+        }
+        let taken = v.body.with_mut(|b| {
+            // SAFETY: we hold this stash's lock: our claim was set before the barrier and its owner's `busy`
+            // read clear after it (the asymmetric lock, module docs), and reclaimers of this pool take turns
+            // (`reclaim_lock`). So nothing else reaches the body now.
+            let b = unsafe { &mut *b };
+            // Relaxed: written only by holders of the lock, which orders it before this read.
+            if v.dead.load(Relaxed) {
+                return None;
+            }
+            let n = b.slots.len();
+            for c in b.slots.drain(..) {
+                inner.free.push(c.slot);
+            }
+            v.cached.store(0, Release);
+            Some((n, b.hits))
+        });
+        match taken {
+            // Ended by its owner: its slots and references are gone already, and nobody waits on the claim.
+            None => {}
+            Some((n, hits)) => {
+                slots += n;
+                if kill {
+                    // Release: the owner that reads it (`Stash::enter`) forgets the entry and never touches the
+                    // pool again. The claim stays set, so the hit paths keep off for good.
+                    v.dead.store(true, Release);
+                    ended.push((v.clone(), hits));
+                } else {
+                    // Release: see `Stash::try_enter`.
+                    v.claim.store(false, Release);
+                }
+            }
+        }
+    }
+    if !ended.is_empty() {
+        inner.caches.with(|c| {
+            c.live
+                .retain(|s| !ended.iter().any(|(e, _)| StdArc::ptr_eq(s, e)));
+        });
+        let hits: u64 = ended.iter().map(|(_, h)| h).sum();
+        // Relaxed: a statistic (as `unregister_cache`).
+        inner.retired_hits.fetch_add(hits, Relaxed);
+    }
+    drop(one_at_a_time);
+    if slots > 0 {
+        // Relaxed: an event counter, read only by `stats()` (see `stats.rs`).
+        inner.counters.reclaimed.fetch_add(slots as u64, Relaxed);
+    }
+    let refs = slots + ended.len();
+    if refs > 0 {
+        // SAFETY: each slot taken held one reference, and each ended entry its own: ours to give back now that
+        // the slots are on the freelist. The caller's reference keeps Inner alive, so none is the last.
+        unsafe { Inner::release_refs(NonNull::from(inner), refs) };
+    }
+    if slots > 0 || !ended.is_empty() {
+        let caches = ended.len();
+        crate::sync::foreign_quiet(
+            || tracing::debug!(target: "pagepool", slots, ended = caches, ?how, "reclaimed idle slots from thread caches"),
+        );
+        if slots > 0 && inner.waitable {
+            // The slots are on the freelist: anyone waiting at the limit must be served (`wait.rs`).
+            inner.after_release();
+        }
+    }
+    slots
+}
+
 /// For the loom models: the sweep epoch this thread's caches last honoured, and the idle slots this thread caches
-/// for the pool whose shared state is at `inner` (`None`: no entry for that pool).
+/// for the pool whose shared state is at `inner` (`None`: no live entry for that pool).
 #[cfg(all(loom, test))]
 pub(crate) fn loom_view(inner: usize) -> (u64, Option<usize>) {
     borrow_local(|l| {
         let slots = l
             .entries
             .iter()
-            .find(|e| e.inner.as_ptr() as usize == inner)
-            .map(|e| e.slots.len());
+            .find(|e| e.inner.as_ptr() as usize == inner && !e.stash.dead.load(Acquire))
+            .map(|e| e.stash.cached.load(Acquire));
         Some((l.epoch_seen, slots))
     })
     .expect("this thread's caches are available")

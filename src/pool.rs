@@ -101,6 +101,10 @@ impl Drop for Handle {
         let closing = inner.state.fetch_or(CLOSING, AcqRel);
         debug_assert_eq!(closing & CLOSING, 0, "a pool closes once");
         inner.unmap_reserved(None, "close");
+        // Every other thread's cache of this pool ends now, with its idle slots and its reference: a thread
+        // that used the pool and then never touches it again (blocked, or busy elsewhere) no longer keeps the
+        // memory mapped until it exits (`cache.rs`, "Reclaim"). No cache registers after this.
+        cache::reclaim(inner, cache::Reclaim::Kill);
         // Drop the handles' reference.
         let prev = inner.state.fetch_sub(REF, AcqRel);
         // Tell other threads' caches to let go of this pool at their next operation.
@@ -163,6 +167,7 @@ impl PagePool {
                 0
             }),
             caches: Registry::default(),
+            reclaim_lock: crate::sync::Mutex::new(()),
             retired_hits: StdAtomicU64::new(0),
             budget: Budget::new(b.max_bytes),
             waitable: b.overflow == OverflowPolicy::Wait,
@@ -248,8 +253,8 @@ impl PagePool {
         // The Relaxed loads below read statistics and gauges: nothing is dereferenced on their strength, and the
         // snapshot is documented as exact only once the pool is quiet (`PoolStats`).
         let (cached, cache_hits) = inner.caches.with(|caches| {
-            let cached: usize = caches.iter().map(|s| s.cached.load(Acquire)).sum();
-            let hits: u64 = caches.iter().map(|s| s.hits.load(Relaxed)).sum();
+            let cached: usize = caches.live.iter().map(|s| s.cached.load(Acquire)).sum();
+            let hits: u64 = caches.live.iter().map(|s| s.hits.load(Relaxed)).sum();
             (cached, hits + inner.retired_hits.load(Relaxed))
         });
         let pooled = inner.arena.mapped_slots();
@@ -291,6 +296,7 @@ impl PagePool {
             exhausted,
             os_errors,
             timeouts,
+            reclaimed: c.reclaimed.load(Relaxed),
             waiters: inner.waiters.len(),
             chunks: inner.arena.mapped_chunks(),
             mapped_bytes: inner.arena.mapped_bytes() + inner.overflow.mapped_bytes(),

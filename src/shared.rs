@@ -30,7 +30,7 @@ use crate::gate::DiscardGate;
 use crate::overflow::Overflow;
 use crate::policy::MemPolicy;
 use crate::stats::Counters;
-use crate::sync::{AtomicU64, AtomicUsize};
+use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, UnsafeCell};
 use crate::uncommitted::Uncommitted;
 use crate::wait::Waiters;
 use std::ptr::NonNull;
@@ -61,14 +61,74 @@ pub(crate) fn bump_sweep_epoch() {
     SWEEP_EPOCH.fetch_add(1, Release);
 }
 
-/// Counters of one thread's cache for one pool, readable by `stats()` on any thread. Written by the owning
-/// thread only (plain load + store, no read-modify-write), read by anyone.
-#[derive(Debug, Default)]
-pub(crate) struct CacheStats {
-    /// Slots in the cache now.
+/// An idle slot in a thread cache, with its address: a hit hands it out without recomputing the address from
+/// the chunk table.
+#[derive(Clone, Copy)]
+pub(crate) struct Cached {
+    pub(crate) slot: u32,
+    pub(crate) ptr: NonNull<u8>,
+}
+
+/// One thread's cache for one pool: owned by that thread, reachable by others through the pool's registry
+/// (`Inner::caches`) so that idle slots can be reclaimed (`cache::reclaim`). The rule that decides who may
+/// touch `body` is an asymmetric lock, argued in `cache.rs` ("Reclaim"): the owner holds it while `busy` is
+/// set and it found `claim` clear; a reclaimer holds it while `claim` is set and it found `busy` clear.
+pub(crate) struct Stash {
+    /// Set by the owner for the length of each operation on `body` (plain stores, no read-modify-write).
+    pub(crate) busy: AtomicBool,
+    /// Set by a reclaimer that wants `body`; left set for good on a dead stash.
+    pub(crate) claim: AtomicBool,
+    /// The entry is over: its slots and its references are gone, and its owner only forgets it, without
+    /// touching the pool. Written by whoever holds the lock when it ends the entry.
+    pub(crate) dead: AtomicBool,
+    /// Slots in the cache now (a gauge for `stats()` and a hint for reclaimers).
     pub(crate) cached: std::sync::atomic::AtomicUsize,
     /// Acquires served from the cache.
     pub(crate) hits: StdAtomicU64,
+    pub(crate) body: UnsafeCell<Body>,
+}
+
+// SAFETY: `body` is reached only by the holder of the stash's asymmetric lock (see the type docs); the rest is
+// atomic. The `NonNull`s in the slots name pool memory, valid on any thread.
+unsafe impl Send for Stash {}
+// SAFETY: as above.
+unsafe impl Sync for Stash {}
+
+/// The cache itself, behind the stash's lock.
+pub(crate) struct Body {
+    /// Idle slots, most recently released last (handed out first: warm in cache and TLB). Each holds one
+    /// reference on the pool.
+    pub(crate) slots: Vec<Cached>,
+    /// The most slots kept now: the pool's `cache_size` at first, more once the cache has grown
+    /// (`cache::grow`). `slots` always has room for `cap` without reallocating.
+    pub(crate) cap: usize,
+    /// A refill since the last flush: the thread takes more than the cache holds.
+    pub(crate) refilled: bool,
+    /// Slots refilled less slots flushed since the cache last grew or shrank.
+    pub(crate) net: isize,
+    /// The pool's trim epoch this entry last honoured.
+    pub(crate) trim_seen: u64,
+    pub(crate) hits: u64,
+}
+
+impl Stash {
+    pub(crate) fn new(cap: usize, trim_seen: u64) -> Self {
+        Stash {
+            busy: AtomicBool::new(false),
+            claim: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
+            cached: std::sync::atomic::AtomicUsize::new(0),
+            hits: StdAtomicU64::new(0),
+            body: UnsafeCell::new(Body {
+                slots: Vec::with_capacity(cap),
+                cap,
+                refilled: false,
+                net: 0,
+                trim_seen,
+                hits: 0,
+            }),
+        }
+    }
 }
 
 /// `Inner::state` bit set once the last `PagePool` handle is gone.
@@ -76,14 +136,22 @@ pub(crate) const CLOSING: usize = 1;
 /// One reference in `Inner::state`.
 pub(crate) const REF: usize = 2;
 
-/// The registry of thread-cache stats, behind a small lock built on an atomic of our own: std's `Mutex` is
+/// The registry of a pool's thread caches, behind a small lock built on an atomic of our own: std's `Mutex` is
 /// precompiled (uninstrumented) code, so ThreadSanitizer cannot see it order the accesses it protects. Only
-/// cold paths take it (a thread's first use of a pool, thread exit, `stats()`), and the closures run under it
-/// do nothing but walk, push to or retain a `Vec`.
+/// cold paths take it (a thread's first use of a pool, thread exit, `stats()`, a reclaim's look), and the
+/// closures run under it do nothing but walk, push to or retain a `Vec`.
 #[derive(Default)]
 pub(crate) struct Registry {
     locked: std::sync::atomic::AtomicBool,
-    caches: std::cell::UnsafeCell<Vec<StdArc<CacheStats>>>,
+    caches: std::cell::UnsafeCell<Caches>,
+}
+
+/// What the registry's lock protects.
+#[derive(Default)]
+pub(crate) struct Caches {
+    pub(crate) live: Vec<StdArc<Stash>>,
+    /// Set by the closing reclaim (`cache::reclaim`, `Kill`): no cache registers after it.
+    pub(crate) closed: bool,
 }
 
 // SAFETY: `caches` is only reached through `with`, which holds `locked` (Acquire on taking it, Release on
@@ -91,7 +159,7 @@ pub(crate) struct Registry {
 unsafe impl Sync for Registry {}
 
 impl Registry {
-    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Vec<StdArc<CacheStats>>) -> R) -> R {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Caches) -> R) -> R {
         // The failure ordering is Relaxed: a failed attempt reads nothing under the lock, it only retries.
         while self
             .locked
@@ -133,8 +201,10 @@ pub(crate) struct Inner {
     pub(crate) cache_max: usize,
     /// Room left for caches to grow beyond `cache_size`, all threads together (`cache::Entry::grow`).
     pub(crate) cache_room: AtomicUsize,
-    /// Stats of live thread caches (registration is once per thread per pool).
+    /// Live thread caches (registration is once per thread per pool).
     pub(crate) caches: Registry,
+    /// Held by a reclaim (`cache::reclaim`) for its whole pass: one reclaimer per pool at a time.
+    pub(crate) reclaim_lock: Mutex<()>,
     /// Cache hits of caches that have gone.
     pub(crate) retired_hits: StdAtomicU64,
     /// The byte budget (`max_bytes`) of chunks and overflow buffers.
@@ -271,15 +341,19 @@ impl Inner {
         bump_sweep_epoch();
     }
 
-    pub(crate) fn register_cache(&self) -> StdArc<CacheStats> {
-        let stats = StdArc::new(CacheStats::default());
-        self.caches.with(|c| c.push(stats.clone()));
-        stats
+    /// Registers a new thread cache; `false` once the pool's closing reclaim has run (no new caches then).
+    pub(crate) fn register_cache(&self, stash: &StdArc<Stash>) -> bool {
+        self.caches.with(|c| {
+            if !c.closed {
+                c.live.push(stash.clone());
+            }
+            !c.closed
+        })
     }
 
-    pub(crate) fn unregister_cache(&self, stats: &StdArc<CacheStats>, hits: u64) {
+    pub(crate) fn unregister_cache(&self, stash: &StdArc<Stash>, hits: u64) {
         self.caches.with(|caches| {
-            caches.retain(|c| !StdArc::ptr_eq(c, stats));
+            caches.live.retain(|c| !StdArc::ptr_eq(c, stash));
             // Fold under the lock so a concurrent `stats()` never counts these hits twice or not at all. Relaxed:
             // the registry lock orders it against `stats()`, and it is a statistic.
             self.retired_hits.fetch_add(hits, Relaxed);

@@ -27,6 +27,7 @@ pub(crate) struct Counters {
     pub(crate) exhausted: AtomicU64,
     pub(crate) os_errors: AtomicU64,
     pub(crate) timeouts: AtomicU64,
+    pub(crate) reclaimed: AtomicU64,
 }
 
 #[cfg(not(loom))]
@@ -65,6 +66,7 @@ impl Counters {
             exhausted: AtomicU64::new(0),
             os_errors: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
+            reclaimed: AtomicU64::new(0),
         }
     }
 
@@ -142,6 +144,10 @@ pub struct PoolStats {
     pub os_errors: u64,
     /// `acquire_timeout` calls that ended with `AcquireError::Timeout`.
     pub timeouts: u64,
+    /// Idle slots taken back from thread caches by [`PagePool::trim`](crate::PagePool::trim) and by acquires
+    /// that found the shared pool empty (each such slot then served some thread instead of an overflow buffer
+    /// or a refusal). See [`thread_cache`](crate::PoolBuilder::thread_cache).
+    pub reclaimed: u64,
     /// Callers waiting now at the pool's limit (`OverflowPolicy::Wait`).
     pub waiters: usize,
     /// Chunks (mappings) of pooled memory mapped now.
@@ -193,6 +199,7 @@ impl PoolStats {
             poison_violations: self.poison_violations + r.poison_violations,
             trimmed_bytes: self.trimmed_bytes + r.trimmed_bytes,
             timeouts: self.timeouts + r.timeouts,
+            reclaimed: self.reclaimed + r.reclaimed,
             waiters: self.waiters + r.waiters,
             classes: Vec::new(),
         }

@@ -27,6 +27,62 @@ pub(crate) use loom::sync::atomic::fence;
 pub(crate) use std::sync::atomic::fence;
 
 #[cfg(loom)]
+pub(crate) use loom::sync::atomic::AtomicBool;
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::AtomicBool;
+
+/// Loom's `UnsafeCell` under `--cfg loom` (which reports two threads reaching the contents without an order
+/// between them), and a zero-cost twin with the same `with_mut` interface otherwise.
+#[cfg(loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// See the loom version: `std::cell::UnsafeCell` behind loom's interface.
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(t: T) -> Self {
+        UnsafeCell(std::cell::UnsafeCell::new(t))
+    }
+
+    /// Calls `f` with a pointer to the contents; the caller dereferences it under its own exclusion rule.
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+/// The owner's half of an asymmetric barrier: between a store and a load of the owner's hit path, this costs
+/// nothing at run time (it only stops the compiler from moving the accesses across it). It orders them because
+/// the other half, [`heavy_barrier`], makes every running thread of the process execute a full barrier (the
+/// pair `membarrier(2)` and `FlushProcessWriteBuffers` exist for), so of "owner: store, light, load" and
+/// "other: store, heavy, load" one side's load always sees the other side's store. Loom has no such pair: it
+/// models both halves as `SeqCst` fences, the ordering they give together.
+#[inline(always)]
+pub(crate) fn light_barrier() {
+    #[cfg(loom)]
+    fence(std::sync::atomic::Ordering::SeqCst);
+    #[cfg(not(loom))]
+    std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The rare side's half of the asymmetric barrier (see [`light_barrier`]). `false`: the OS offers none
+/// (`membarrier` refused or missing, or a platform without one), and the caller must not rely on the pair.
+pub(crate) fn heavy_barrier() -> bool {
+    #[cfg(loom)]
+    {
+        fence(std::sync::atomic::Ordering::SeqCst);
+        true
+    }
+    #[cfg(not(loom))]
+    {
+        crate::sys::process_barrier()
+    }
+}
+
+#[cfg(loom)]
 pub(crate) use loom::thread::{current, yield_now, Thread};
 #[cfg(not(loom))]
 pub(crate) use std::thread::{current, yield_now, Thread};

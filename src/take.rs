@@ -488,26 +488,32 @@ impl PagePool {
         self.take_past_freelist()
     }
 
+    /// Takes a full magazine from the depot, if any: keeps a slot and leaves the rest on the freelist.
+    fn take_from_depot(&self) -> Option<AlignedBuf> {
+        let inner = self.inner();
+        let d = inner.depot.as_ref()?;
+        let mut slots = Vec::new();
+        if !d.take(&mut slots) {
+            return None;
+        }
+        let first = slots.pop().map(|s| self.pooled_unchecked(s));
+        let rest = !slots.is_empty();
+        slots.into_iter().for_each(|s| inner.free.push(s));
+        // Every slot of the magazine is in a buffer or on the freelist: foreign code may run now.
+        if rest && inner.waitable {
+            // Slots in transit from the depot were invisible to a waiter's look meanwhile.
+            inner.after_release();
+        }
+        first.map(|b| self.checked(b))
+    }
+
     /// `take_slow` after its look at the shared freelist found it empty.
     fn take_past_freelist(&self) -> Result<Option<AlignedBuf>, AcquireError> {
         let inner = self.inner();
         // The thread cache was unavailable (thread exit) or empty and the freelist is empty: idle slots may
-        // still sit in full magazines. Take one, keep a slot, and leave the rest on the freelist.
-        if let Some(d) = &inner.depot {
-            let mut slots = Vec::new();
-            if d.take(&mut slots) {
-                let first = slots.pop().map(|s| self.pooled_unchecked(s));
-                let rest = !slots.is_empty();
-                slots.into_iter().for_each(|s| inner.free.push(s));
-                // Every slot of the magazine is in a buffer or on the freelist: foreign code may run now.
-                if rest && inner.waitable {
-                    // Slots in transit from the depot were invisible to a waiter's look meanwhile.
-                    inner.after_release();
-                }
-                if let Some(b) = first {
-                    return Ok(Some(self.checked(b)));
-                }
-            }
+        // still sit in full magazines.
+        if let Some(b) = self.take_from_depot() {
+            return Ok(Some(b));
         }
         // Buffers a trim could not commit again: memory the pool already has beats a new mapping.
         if inner.retry_uncommitted() > 0 {
@@ -560,6 +566,18 @@ impl PagePool {
         // since our first look.
         if let Some(slot) = inner.free.pop() {
             return Ok(Some(self.pooled(slot)));
+        }
+        // Idle slots resting in other threads' caches beat an overflow buffer, a refusal or a wait: fetch them
+        // to the freelist (`cache.rs`, "Reclaim"), then look again, also when this reclaim took nothing: a
+        // cache it waited for may have flushed meanwhile, to the freelist or to the depot.
+        if inner.cache_size > 0 {
+            cache::reclaim(inner, cache::Reclaim::Steal);
+            if let Some(slot) = inner.free.pop() {
+                return Ok(Some(self.pooled(slot)));
+            }
+            if let Some(b) = self.take_from_depot() {
+                return Ok(Some(b));
+            }
         }
         let mut mark = inner.overflow.reserve.unmapped_mark();
         let before = loop {

@@ -431,6 +431,7 @@ fn lock_shortfall_warning_panics() {
     assert_eq!(got, Ok(4), "acquire hung or lost the chunk");
 }
 
+mod reclaim;
 mod recommit;
 
 /// Issue #13, item 6, at the OS layer: a `MAP_HUGETLB` mapping is aligned to the huge page size and no further,

@@ -259,6 +259,9 @@ impl PagePool {
         inner.request_trim();
         cache::flush_local(self.handle.inner);
         cache::settle();
+        // The idle slots of other threads' caches too, now (their threads also shrink their caches at their
+        // next pool operation, by the request above).
+        cache::reclaim(inner, cache::Reclaim::Steal);
         inner.trim_shared(inner.shared_idle(), "trim") + inner.unmap_reserved(None, "trim")
     }
 

@@ -1,5 +1,6 @@
 //! Per-thread caches: hits stay local, cross-thread release works, exiting threads give their buffers back,
-//! `trim` flushes, and a dropped pool's memory goes back once every cache has let go.
+//! idle cached slots are reclaimed before overflow and by `trim`, and a dropped pool's memory goes back at the
+//! close even while threads that cached it block.
 //!
 //! Every test takes `maps_lock`: two tests check that an address range was unmapped, and a chunk mapped by a
 //! concurrently running test could otherwise land on the freed range.
@@ -278,8 +279,10 @@ fn cross_thread_release_lands_in_the_releasers_cache() {
     assert_eq!(s.pool_hits, 200);
 }
 
+/// `trim` takes the idle slots of other threads' caches at once (issue #14, item 2c), and gives their memory
+/// back, while their thread is blocked and makes no pool operation.
 #[test]
-fn trim_asks_other_threads_to_flush_at_their_next_operation() {
+fn trim_reaches_other_threads_caches() {
     let _g = maps_lock();
     let pool = pool(64, 8);
     let (go_tx, go_rx) = mpsc::channel::<()>();
@@ -288,28 +291,140 @@ fn trim_asks_other_threads_to_flush_at_their_next_operation() {
         let pool = pool.clone();
         thread::spawn(move || {
             let mut held: Vec<_> = (0..5).map(|_| pool.acquire().unwrap()).collect();
+            for b in &mut held {
+                b.fill(1); // resident memory
+            }
             let last = held.pop().unwrap();
             drop(held);
             ready_tx.send(()).unwrap();
-            go_rx.recv().unwrap();
-            // Any operation on the pool honours the pending trim before doing its own work.
+            go_rx.recv().unwrap(); // blocked: no pool operation until the trim is done
             drop(last);
             ready_tx.send(()).unwrap();
             go_rx.recv().unwrap();
         })
     };
     ready_rx.recv().unwrap();
-    assert!(pool.stats().cached >= 4);
-    pool.trim();
+    let before = pool.stats();
+    assert!(before.cached >= 4, "{before:?}");
+    let given = pool.trim();
+    let after = pool.stats();
+    assert_eq!(after.cached, 0, "{after:?}");
+    assert!(after.reclaimed >= 4, "{after:?}");
+    // Every idle buffer's memory went back: the four the worker cached among them.
+    assert_eq!(given, (after.pooled_buffers - 1) * pool.buf_size());
     go_tx.send(()).unwrap();
     ready_rx.recv().unwrap();
     assert_eq!(
         pool.stats().cached,
         1,
-        "only the buffer released after the trim stays cached"
+        "the buffer released after the trim is cached as usual"
     );
     go_tx.send(()).unwrap();
     worker.join().unwrap();
+}
+
+/// Resident memory of this process, in bytes (`/proc/self/statm`).
+#[cfg(target_os = "linux")]
+fn rss() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * pagepool::page_size()
+}
+
+/// Issue #14, item 2b: threads that used the pool and then block for good (here: until the test ends) keep
+/// nothing of it once its last handle and last buffer are gone. The memory is unmapped at the close, not when
+/// those threads next touch a pool or exit.
+#[test]
+fn a_thread_that_used_the_pool_then_blocks_keeps_nothing() {
+    let _g = maps_lock();
+    let n = 2048; // 16 MiB of 8 KiB buffers
+    let pool = PagePool::builder()
+        .buf_size(8192)
+        .capacity(n)
+        .build()
+        .unwrap();
+    let (ready_tx, ready_rx) = mpsc::channel::<usize>();
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let pool = pool.clone();
+            let ready_tx = ready_tx.clone();
+            let (tx, rx) = mpsc::channel::<()>();
+            let h = thread::spawn(move || {
+                let mut held: Vec<_> = (0..n / 2).map(|_| pool.acquire().unwrap()).collect();
+                for b in &mut held {
+                    b.fill(0x5a);
+                }
+                tag(&held[0]);
+                let addr = held[0].as_ptr() as usize;
+                drop(held); // into this thread's cache (grown) and the shared pool
+                drop(pool);
+                ready_tx.send(addr).unwrap();
+                rx.recv().unwrap(); // blocked, touching no pool, until the test ends
+            });
+            (h, tx)
+        })
+        .collect();
+    let addrs: Vec<usize> = (0..2).map(|_| ready_rx.recv().unwrap()).collect();
+    assert!(
+        pool.stats().cached > 0,
+        "the workers' caches hold idle slots"
+    );
+    #[cfg(target_os = "linux")]
+    let resident = rss();
+    drop(pool); // the last handle; every buffer is home
+    for addr in addrs {
+        assert_eq!(
+            tagged_mapping_of(addr),
+            None,
+            "still mapped while its workers block"
+        );
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let freed = resident.saturating_sub(rss());
+        assert!(freed >= n * 8192 / 2, "RSS went down by {freed} bytes only");
+    }
+    for (h, tx) in workers {
+        tx.send(()).unwrap();
+        h.join().unwrap();
+    }
+}
+
+/// Issue #14, item 2a: two threads whose demand together equals the capacity never overflow: a thread that
+/// finds the shared pool empty takes the idle slots of the other's cache first.
+#[test]
+fn reclaim_before_overflow_at_capacity_equal_to_demand() {
+    let _g = maps_lock();
+    for n in [1, 8, 64, 512] {
+        let pool = PagePool::builder()
+            .buf_size(4096)
+            .capacity(2 * n)
+            .overflow(OverflowPolicy::Map)
+            .build()
+            .unwrap();
+        let barrier = std::sync::Barrier::new(2);
+        thread::scope(|s| {
+            for t in 0..2 {
+                let (pool, barrier) = (&pool, &barrier);
+                s.spawn(move || {
+                    for round in 0..200 {
+                        // Uneven on purpose: the threads take turns to hold more than half.
+                        let take = if (round + t) % 2 == 0 {
+                            n + n / 2
+                        } else {
+                            n - n / 2
+                        };
+                        barrier.wait();
+                        let held: Vec<_> = (0..take).map(|_| pool.acquire().unwrap()).collect();
+                        barrier.wait();
+                        drop(held);
+                    }
+                });
+            }
+        });
+        let s = pool.stats();
+        assert_eq!(s.overflow_maps, 0, "n = {n}: {s:?}");
+    }
 }
 
 #[test]
@@ -325,8 +440,10 @@ fn dropping_the_pool_on_one_thread_frees_at_once() {
     assert_eq!(tagged_mapping_of(addr), None);
 }
 
+/// A pool dropped while another thread's cache holds one of its slots is unmapped at once: the close ends that
+/// cache (issue #14, item 2b), although its thread makes no pool operation until later.
 #[test]
-fn a_dropped_pool_is_freed_once_other_caches_let_go() {
+fn a_dropped_pool_is_freed_although_other_threads_cache_it() {
     let _g = maps_lock();
     let pool = pool(64, 8);
     let (go_tx, go_rx) = mpsc::channel::<()>();
@@ -350,8 +467,7 @@ fn a_dropped_pool_is_freed_once_other_caches_let_go() {
             drop(pool);
             ready_tx.send(addr).unwrap();
             go_rx.recv().unwrap();
-            // Any operation on a pool with thread caching (even another pool) lets this thread's cache notice
-            // the close.
+            // This thread's next cache operation finds its entry ended and forgets it.
             drop(other.acquire().unwrap());
             ready_tx.send(0).unwrap();
             go_rx.recv().unwrap();
@@ -359,17 +475,10 @@ fn a_dropped_pool_is_freed_once_other_caches_let_go() {
     };
     let addr = ready_rx.recv().unwrap();
     drop(pool);
-    assert!(
-        mapping_of(addr).is_some(),
-        "the worker's cache still refers to the memory"
-    );
+    assert_eq!(tagged_mapping_of(addr), None, "unmapped at the close");
     go_tx.send(()).unwrap();
     ready_rx.recv().unwrap();
-    assert_eq!(
-        tagged_mapping_of(addr),
-        None,
-        "unmapped once the worker's cache let go"
-    );
+    assert_eq!(other.stats().in_use, 0);
     go_tx.send(()).unwrap();
     worker.join().unwrap();
 }

@@ -237,6 +237,19 @@ pub(crate) fn max_map_count() -> Option<usize> {
     imp::max_map_count()
 }
 
+/// Makes every thread of this process that is running now execute a full memory barrier before this returns
+/// (threads not running pass one at their next context switch): the rare half of the asymmetric barrier
+/// (`sync::heavy_barrier`). Linux: `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, after a one-time
+/// registration; Windows: `FlushProcessWriteBuffers`. `false` where there is none (other platforms, a kernel
+/// without it, a seccomp filter refusing it); the caller then does without.
+pub(crate) fn process_barrier() -> bool {
+    #[cfg(all(test, not(loom)))]
+    if fault::barrier_refused() {
+        return false;
+    }
+    imp::process_barrier()
+}
+
 /// Faults in every page of `[ptr, ptr + len)`, a fresh range the caller owns (for `prealloc` when the mapping
 /// could not be populated at `map` time, e.g. because advice had to come first).
 pub(crate) fn populate(ptr: NonNull<u8>, len: usize) {
@@ -340,6 +353,20 @@ pub(crate) mod fault {
             Some((at, errno)) if at == n => Err(io::Error::from_raw_os_error(errno)),
             _ => Ok(()),
         }
+    }
+
+    thread_local! {
+        static BARRIER_REFUSED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// From now on (until called with `false`), `process_barrier` on this thread reports that the OS has no
+    /// process-wide barrier, as on a kernel without `membarrier` or under a seccomp filter refusing it.
+    pub(crate) fn refuse_barrier(refused: bool) {
+        BARRIER_REFUSED.with(|b| b.set(refused));
+    }
+
+    pub(super) fn barrier_refused() -> bool {
+        BARRIER_REFUSED.with(|b| b.get())
     }
 
     thread_local! {

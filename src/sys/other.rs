@@ -84,6 +84,10 @@ pub(crate) fn lock_exempt() -> bool {
     false
 }
 
+pub(crate) fn process_barrier() -> bool {
+    false
+}
+
 pub(crate) fn max_map_count() -> Option<usize> {
     None
 }

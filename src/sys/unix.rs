@@ -218,6 +218,32 @@ pub(crate) fn lock_exempt() -> bool {
     }
 }
 
+/// See `sys::process_barrier`.
+#[cfg(target_os = "linux")]
+pub(crate) fn process_barrier() -> bool {
+    // From linux/membarrier.h (libc does not export them on every target).
+    const PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+    const REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let registered = *REGISTERED.get_or_init(|| {
+        // SAFETY: membarrier takes integer arguments only and touches no memory of ours.
+        let ok = unsafe { libc::syscall(libc::SYS_membarrier, REGISTER_PRIVATE_EXPEDITED, 0, 0) } == 0;
+        if !ok {
+            let error = io::Error::last_os_error();
+            tracing::debug!(target: "pagepool", %error, "membarrier unavailable: idle thread caches are reached only by their own threads");
+        }
+        ok
+    });
+    // SAFETY: as above; the registration this command requires succeeded.
+    registered && unsafe { libc::syscall(libc::SYS_membarrier, PRIVATE_EXPEDITED, 0, 0) } == 0
+}
+
+/// See `sys::process_barrier`: no such call on this platform.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn process_barrier() -> bool {
+    false
+}
+
 pub(crate) fn max_map_count() -> Option<usize> {
     std::fs::read_to_string("/proc/sys/vm/max_map_count")
         .ok()?

@@ -253,6 +253,13 @@ pub(crate) fn lock_exempt() -> bool {
     false
 }
 
+/// See `sys::process_barrier`.
+pub(crate) fn process_barrier() -> bool {
+    // SAFETY: takes no arguments and cannot fail; it only interrupts the process's running threads.
+    unsafe { windows_sys::Win32::System::Threading::FlushProcessWriteBuffers() };
+    true
+}
+
 pub(crate) fn max_map_count() -> Option<usize> {
     None
 }
