@@ -18,19 +18,50 @@
 //!
 //! Retention, exactly: a thread gets an entry for a pool at its first acquire or release of a buffer of that
 //! pool that reaches this module's full path (caching on), and the entry holds a reference on `Inner` from
-//! then on, **even when its cache is empty**. So every such thread pins the whole pool (all of its chunks)
-//! until the entry goes: when the thread exits, when the pool's last handle is dropped on this very thread
-//! (`close_local`), or at the thread's first cache operation after the pool closed.
+//! then on, even when its cache is empty, until the entry ends: when the thread exits, when the pool's last
+//! handle is dropped on this very thread (`close_local`), at the thread's first cache operation after the pool
+//! closed, or (the usual way, below) when the closing handle's reclaim ends it.
 //!
-//! Caches notice closes that way: every pool close, every [`PagePool::trim`](crate::PagePool::trim) and the
-//! first waiter of a `Wait` pool bump the global `SWEEP_EPOCH`; each cache operation (an acquire or release
-//! on this thread of a buffer of *any* pool with thread caches) compares it with the epoch this thread last
-//! saw (one load of a line that is almost never written) and, when it moved, closes the entries of closing
-//! pools and flushes those of pools that asked for a trim. `trim()` flushes only the calling thread's entry
-//! at once; `stats()` never sweeps; pools without thread caches never sweep. So the memory of a dropped pool
-//! is unmapped once its last buffer is home and every thread that ever used it through its cache has made
-//! another cache operation or exited: a thread that used the pool once and then blocks, or only uses pools
-//! without caches, keeps the memory mapped until it exits.
+//! Caches notice closes and trims two ways. (1) Every pool close, every [`PagePool::trim`](crate::PagePool::trim)
+//! and the first waiter of a `Wait` pool bump the global `SWEEP_EPOCH`; each cache operation (an acquire or
+//! release on this thread of a buffer of *any* pool with thread caches) compares it with the epoch this thread
+//! last saw (one load of a line that is almost never written) and, when it moved, closes the entries of closing
+//! pools and flushes (and shrinks) those of pools that asked for a trim. (2) Reclaim, below: the closing handle,
+//! `trim()` and an acquire that found the shared pool empty reach every thread's cache at once. So the memory
+//! of a dropped pool is unmapped once its last buffer is home, whether or not the threads that cached it ever
+//! touch a pool again. (Without a process-wide barrier, see below, only (1) remains: a thread that used the
+//! pool once and then blocks keeps the memory mapped until it exits.)
+//!
+//! # Reclaim
+//! Each cache's slots live in a [`Stash`] that the pool's registry (`Inner::caches`) also holds, behind an
+//! *asymmetric lock* with two flags, `busy` (written by the owner) and `claim` (written by reclaimers):
+//!
+//! ```text
+//! owner, every operation:                      reclaimer (one per pool at a time: `reclaim_lock`):
+//!   busy = 1          (plain store)              claim = 1 on every cache of the pool
+//!   compiler fence    (`light_barrier`)          process-wide barrier (`heavy_barrier`: membarrier)
+//!   claim? -> busy = 0, full path (waits)        for each cache: wait while busy (bounded), then
+//!   ... pop / push / refill / flush ...            take its slots to the freelist, give their refs back
+//!   busy = 0          (Release)                    claim = 0 (Release), or, closing: dead = 1, claim kept
+//! ```
+//!
+//! The barrier makes every running thread of the process execute a full memory barrier (threads not running
+//! pass one when they are switched back in), so the owner's store/load pair, which has no fence of its own,
+//! is ordered as if it had one: of "owner: busy = 1, load claim" and "reclaimer: claim = 1, load busy", one
+//! load sees the other's store. Either the owner sees the claim and keeps off the slots, or the reclaimer sees
+//! `busy` and waits for the operation to end (`Release`/`Acquire` on `busy` then publishes the slots as the
+//! owner left them). The owner's hit path stays free of read-modify-writes and fences: two plain stores, a load
+//! and a branch more than before. A reclaimer pays one barrier per pass (a few microseconds: interrupts to
+//! every CPU running the process), whatever the number of caches.
+//!
+//! A dead stash (ended by the closing reclaim, or by its owner while closing it) has no slots and no
+//! reference: its owner only forgets it, and checks `dead` under the lock before it touches the pool, which
+//! may be freed by then (and a new pool may sit at the same address: a dead entry never matches again).
+//! Without a process-wide barrier (a kernel without `membarrier`, a seccomp filter refusing it, a platform
+//! other than Linux and Windows) `reclaim` takes nothing, and the sweeps of (1) still return everything; the
+//! tests in `src/tests/reclaim.rs` run that way too. Loom models: `reclaim_races_owner_pop_and_push`,
+//! `thread_exit_races_reclaim`, `close_ends_a_blocked_threads_cache`, `close_reclaim_races_cached_release`
+//! (`src/loom_tests.rs`).
 
 use crate::shared::{Body, Inner, Ref, Stash, SWEEP_EPOCH};
 use crate::sync::{light_barrier, lock, yield_now};
@@ -735,11 +766,12 @@ pub(crate) enum Reclaim {
 }
 
 /// How often a reclaimer looks again at a cache whose owner is inside an operation, yielding in between,
-/// before it leaves that cache alone.
+/// before it leaves that cache alone. Under loom it waits for good: no operation blocks, so the models can
+/// assert that a reclaim finds every idle slot.
 #[cfg(not(loom))]
 const BUSY_LOOKS: usize = 64;
 #[cfg(loom)]
-const BUSY_LOOKS: usize = 1;
+const BUSY_LOOKS: usize = usize::MAX;
 
 /// Takes the idle slots of every thread's cache for this pool (other threads' too) back to the shared
 /// freelist, and with [`Reclaim::Kill`] ends the caches; returns the slots taken. The caller holds a

@@ -271,9 +271,16 @@ impl PoolBuilder {
     ///
     /// A thread's cache serves its acquires and absorbs its releases without touching shared memory; it
     /// refills and flushes half its size at a time from the shared depot and freelist. Idle buffers resting in
-    /// one thread's cache are not available to other threads until flushed (by a full cache, thread exit, or
-    /// [`PagePool::trim`](crate::PagePool::trim)), so size `capacity` for the demand plus
-    /// `threads x thread_cache`, or set 0 for strict accounting.
+    /// one thread's cache stay reachable: an acquire that finds the shared pool empty takes them back (before it
+    /// maps an overflow buffer, refuses or waits), [`PagePool::trim`](crate::PagePool::trim) takes them back,
+    /// and dropping the pool's last handle ends every thread's cache, so a thread that used the pool and then
+    /// blocks keeps none of its memory. Each such reclaim costs one process-wide memory barrier (Linux
+    /// `membarrier`, Windows `FlushProcessWriteBuffers`: a few microseconds) and is counted in
+    /// [`PoolStats::reclaimed`](crate::PoolStats::reclaimed); the cache hit path pays two plain stores and a
+    /// load for it. Where the OS has no such barrier (other platforms, a kernel or sandbox without
+    /// `membarrier`), idle cached buffers reach other threads only when their own thread flushes (a full
+    /// cache, its next pool operation after a trim or close, its exit): size `capacity` for the demand plus
+    /// `threads x thread_cache` there, or set 0 for strict accounting.
     ///
     /// Default: adaptive, starting at `min(16, capacity / 4)` (at least 1) and growing up to
     /// `max_thread_cache`.

@@ -991,3 +991,134 @@ fn adaptive_caches_grow_and_give_back_room() {
         assert_eq!(p.stats().exhausted, 0);
     });
 }
+
+// Reclaim (issue #14, item 2): other threads reach a thread's idle cached slots through the cache's
+// asymmetric lock (`cache.rs`, "Reclaim"). Loom models both halves of the barrier pair as `SeqCst` fences.
+
+/// A thread at the limit reclaims the idle slots of the owner's cache while the owner pops and pushes on its
+/// hit path: no slot is ever held twice, the thief is never refused (the owner holds at most one of the two
+/// slots at a time, so one is always idle in its cache or on its way there inside an operation the thief waits
+/// out), and everything comes home.
+#[test]
+fn reclaim_races_owner_pop_and_push() {
+    loom::model(|| {
+        let p = cached_pool(2, 2);
+        let holders = Holders::new(2);
+        let both = (p.acquire().unwrap(), p.acquire().unwrap());
+        drop(both); // both idle in this thread's cache
+        let thief = {
+            let (p, h) = (p.clone(), holders.clone());
+            thread::spawn(move || {
+                let b = p
+                    .acquire()
+                    .expect("an idle slot rests in the owner's cache");
+                h.take(&b);
+                h.give(&b);
+                drop(b);
+            })
+        };
+        // The owner's hit path: pop, then push.
+        let b = p.acquire().expect("the owner keeps at least one slot");
+        holders.take(&b);
+        holders.give(&b);
+        drop(b);
+        thief.join().unwrap();
+        p.trim();
+        settle(|| {
+            let s = p.stats();
+            s.cached == 0 && s.idle == s.pooled_buffers
+        });
+        let s = p.stats();
+        assert_eq!((s.in_use, s.exhausted), (0, 0), "{s:?}");
+    });
+}
+
+/// A thread with cached slots exits (its cache closes: flush, unregister, reference given back) while another
+/// thread's `trim` reclaims from every cache: each slot goes home exactly once (the freelist's loom twin
+/// panics on a second return), and the references balance: the pool is torn down once, at its last handle.
+#[test]
+fn thread_exit_races_reclaim() {
+    loom::model(|| {
+        let before = teardowns();
+        let p = cached_pool(2, 2);
+        let t = {
+            let p = p.clone();
+            thread::spawn(move || {
+                let both = (p.acquire().unwrap(), p.acquire().unwrap());
+                drop(both); // into this thread's cache; the thread exits right after
+            })
+        };
+        p.trim();
+        t.join().unwrap();
+        settle(|| {
+            let s = p.stats();
+            s.cached == 0 && s.idle == s.pooled_buffers
+        });
+        drop(p);
+        assert_eq!(teardowns(), before + 1);
+    });
+}
+
+/// Issue #14, item 2b: a thread caches the pool's slot and then blocks (here: spins on a flag) while the last
+/// handle drops elsewhere: the close ends that thread's cache, so the pool is torn down right there, before the
+/// blocked thread does anything. Its next cache operation (on another pool) forgets the dead entry without
+/// touching the freed pool.
+#[test]
+fn close_ends_a_blocked_threads_cache() {
+    loom::model(|| {
+        let before = teardowns();
+        let p = cached_pool(1, 1);
+        let p_id = p.inner_addr();
+        let cached = Arc::new(AtomicBool::new(false));
+        let go = Arc::new(AtomicBool::new(false));
+        let t = {
+            let (p, cached, go) = (p.clone(), cached.clone(), go.clone());
+            thread::spawn(move || {
+                let q = cached_pool(1, 1);
+                drop(p.acquire().unwrap()); // cached on this thread
+                drop(p);
+                cached.store(true, SeqCst);
+                while !go.load(SeqCst) {
+                    thread::yield_now();
+                }
+                drop(q.acquire().unwrap()); // sweeps: the dead entry goes
+                assert_eq!(crate::cache::loom_view(p_id).1, None);
+            })
+        };
+        while !cached.load(SeqCst) {
+            thread::yield_now();
+        }
+        drop(p);
+        assert_eq!(
+            teardowns(),
+            before + 1,
+            "the blocked thread's cache kept the pool"
+        );
+        go.store(true, SeqCst);
+        t.join().unwrap();
+    });
+}
+
+/// The close's reclaim races the caching thread's own release into its cache (and that thread's exit): the
+/// pool is torn down exactly once, whichever comes first, and never while the release still needs it.
+#[test]
+fn close_reclaim_races_cached_release() {
+    loom::model(|| {
+        let before = teardowns();
+        let p = cached_pool(2, 2);
+        let warm = p.acquire().unwrap();
+        let b = p.acquire().unwrap();
+        let t = {
+            let p = p.clone();
+            thread::spawn(move || {
+                drop(warm); // creates this thread's cache, holding the slot
+                drop(p);
+                drop(b); // a hit-path push, racing the close's reclaim
+            })
+        };
+        drop(p);
+        t.join().unwrap();
+        settle(|| teardowns() > before);
+        assert_eq!(teardowns(), before + 1);
+    });
+}

@@ -140,10 +140,28 @@ pub(crate) const REF: usize = 2;
 /// precompiled (uninstrumented) code, so ThreadSanitizer cannot see it order the accesses it protects. Only
 /// cold paths take it (a thread's first use of a pool, thread exit, `stats()`, a reclaim's look), and the
 /// closures run under it do nothing but walk, push to or retain a `Vec`.
-#[derive(Default)]
 pub(crate) struct Registry {
+    #[cfg(not(loom))]
     locked: std::sync::atomic::AtomicBool,
+    #[cfg(not(loom))]
     caches: std::cell::UnsafeCell<Caches>,
+    /// Under loom a modelled mutex: the lock publishes each new cache's stash (created on its owner's thread)
+    /// to reclaimers on other threads, which the models must see.
+    #[cfg(loom)]
+    caches: Mutex<Caches>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            #[cfg(not(loom))]
+            locked: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(not(loom))]
+            caches: std::cell::UnsafeCell::new(Caches::default()),
+            #[cfg(loom)]
+            caches: Mutex::new(Caches::default()),
+        }
+    }
 }
 
 /// What the registry's lock protects.
@@ -154,11 +172,13 @@ pub(crate) struct Caches {
     pub(crate) closed: bool,
 }
 
+#[cfg(not(loom))]
 // SAFETY: `caches` is only reached through `with`, which holds `locked` (Acquire on taking it, Release on
 // giving it back), so accesses from different threads never overlap and are ordered.
 unsafe impl Sync for Registry {}
 
 impl Registry {
+    #[cfg(not(loom))]
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Caches) -> R) -> R {
         // The failure ordering is Relaxed: a failed attempt reads nothing under the lock, it only retries.
         while self
@@ -170,9 +190,13 @@ impl Registry {
         }
         // SAFETY: we hold the lock, so no other reference to the vector exists until we release it below.
         let r = f(unsafe { &mut *self.caches.get() });
-        self.locked
-            .store(false, std::sync::atomic::Ordering::Release);
+        self.locked.store(false, Release);
         r
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Caches) -> R) -> R {
+        f(&mut crate::sync::lock(&self.caches))
     }
 }
 

@@ -217,9 +217,10 @@ impl PagePool {
     /// `max_overflow` and `max_bytes`). At the limit it queues the calling thread and parks it; every release while
     /// anyone waits (a pooled buffer dropped on any thread, an overflow buffer unmapped, a thread cache flushed) hands
     /// its buffer, or its overflow permit and bytes, straight to the longest-waiting caller, so a waiter is never
-    /// overtaken once woken. Releases skip thread caches while anyone waits, and the first waiter asks every thread
-    /// cache to flush at its thread's next pool operation (buffers resting in the cache of a thread that makes no
-    /// further pool operation stay there until that thread exits, as with [`trim`](Self::trim)). Under
+    /// overtaken once woken. Before it waits, it takes back the buffers idle in other threads' caches; releases skip
+    /// thread caches while anyone waits, and the first waiter also asks every thread cache to flush at its thread's
+    /// next pool operation (the fallback where the OS has no process-wide barrier, see
+    /// [`thread_cache`](crate::PoolBuilder::thread_cache)). Under
     /// [`OverflowPolicy::Map`](crate::OverflowPolicy::Map) and [`OverflowPolicy::Fail`](crate::OverflowPolicy::Fail) it
     /// never waits and returns what `acquire` returns.
     ///

@@ -218,8 +218,10 @@ impl Inner {
 const HELD_OUT: u32 = u32::MAX;
 
 impl PagePool {
-    /// Gives idle memory back: flushes idle buffers out of thread caches to the shared freelist (this thread's
-    /// cache now, every other thread's cache at that thread's next pool operation), then returns the physical
+    /// Gives idle memory back: takes idle buffers out of every thread's cache to the shared freelist (at once;
+    /// each thread also shrinks its adaptive cache at its next pool operation; without a process-wide barrier,
+    /// see [`thread_cache`](crate::PoolBuilder::thread_cache), other threads' caches flush only then), then
+    /// returns the physical
     /// memory of every idle buffer in the shared pool to the OS (`MADV_DONTNEED` on unix, which lowers RSS at
     /// once; `MEM_DECOMMIT` and a fresh `MEM_COMMIT` on Windows). Returns the bytes given back.
     ///
