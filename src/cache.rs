@@ -78,6 +78,16 @@ struct Entry {
     stash: StdArc<Stash>,
 }
 
+impl Entry {
+    /// Whether this is the live entry for `inner`. A dead entry never is: its pool may be gone, and a new pool
+    /// may sit at the same address. (`dead` never goes back to clear, so a stale clear only defers the
+    /// discovery to `with_held`, which looks under the lock.)
+    fn is_for(&self, inner: NonNull<Inner>) -> bool {
+        // Acquire: as in `Stash::enter`.
+        self.inner == inner && !self.stash.dead.load(Acquire)
+    }
+}
+
 impl Stash {
     /// The owner takes the stash's lock if no reclaimer holds or wants it: a plain store, a compiler-only
     /// barrier, a load. `false`: a reclaimer is there (the caller goes to the full path, which waits).
@@ -387,7 +397,7 @@ impl Local {
     /// the front. `None` if the pool is closing (no new entries for a dying pool).
     #[inline]
     fn entry(&mut self, inner: NonNull<Inner>) -> Option<usize> {
-        if self.entries.first().is_some_and(|e| e.inner == inner) {
+        if self.entries.first().is_some_and(|e| e.is_for(inner)) {
             return Some(0);
         }
         self.other_entry(inner)
@@ -396,7 +406,7 @@ impl Local {
     /// `entry` for a pool that is not the most recently used one: move it to the front, or create it.
     #[cold]
     fn other_entry(&mut self, inner: NonNull<Inner>) -> Option<usize> {
-        match self.entries.iter().position(|e| e.inner == inner) {
+        match self.entries.iter().position(|e| e.is_for(inner)) {
             Some(p) => {
                 self.entries.swap(0, p);
                 Some(0)
@@ -733,7 +743,7 @@ pub(crate) fn release(inner: NonNull<Inner>, slot: Cached) -> bool {
 /// Flushes this thread's cache for `inner` (all of it) and drops the entry. Used by the closing handle.
 pub(crate) fn close_local(inner: NonNull<Inner>) {
     borrow_local(|l| {
-        let p = l.entries.iter().position(|e| e.inner == inner)?;
+        let p = l.entries.iter().position(|e| e.is_for(inner))?;
         close(l.entries.swap_remove(p), &mut l.owed);
         Some(())
     });
@@ -742,7 +752,7 @@ pub(crate) fn close_local(inner: NonNull<Inner>) {
 /// Flushes this thread's cache for `inner` but keeps the entry. Used by `trim`.
 pub(crate) fn flush_local(inner: NonNull<Inner>) {
     borrow_local(|l| {
-        let p = l.entries.iter().position(|e| e.inner == inner)?;
+        let p = l.entries.iter().position(|e| e.is_for(inner))?;
         let owed = &mut l.owed;
         let live = with_held(&l.entries[p], |h| {
             h.trim(owed);
@@ -782,6 +792,15 @@ pub(crate) fn reclaim(inner: &Inner, how: Reclaim) -> usize {
         return 0;
     }
     let kill = how == Reclaim::Kill;
+    // This thread's own cache is left out: every caller has just flushed it or found it empty. So a program
+    // with one thread (or one thread using this pool) pays no barrier.
+    let this = NonNull::from(inner);
+    let own = borrow_local(|l| {
+        l.entries
+            .iter()
+            .find(|e| e.is_for(this))
+            .map(|e| StdArc::as_ptr(&e.stash))
+    });
     let one_at_a_time = lock(&inner.reclaim_lock);
     // Every live cache, including those whose published length reads 0: that gauge can lag an operation in
     // progress (a refill publishes once done), and such a cache is exactly the one to wait for (its owner is
@@ -789,7 +808,11 @@ pub(crate) fn reclaim(inner: &Inner, how: Reclaim) -> usize {
     // about 25,000 acquires (`tests/thread_cache.rs`, `reclaim_before_overflow_at_capacity_equal_to_demand`).
     let victims: Vec<StdArc<Stash>> = inner.caches.with(|c| {
         c.closed |= kill;
-        c.live.clone()
+        c.live
+            .iter()
+            .filter(|s| Some(StdArc::as_ptr(s)) != own)
+            .cloned()
+            .collect()
     });
     if victims.is_empty() {
         return 0;
@@ -807,12 +830,21 @@ pub(crate) fn reclaim(inner: &Inner, how: Reclaim) -> usize {
         // The barrier is past: an owner that had not set `busy` visibly by then sees our claim and keeps off;
         // one that had is inside an operation, which ends soon (no operation blocks or runs foreign code).
         // Acquire: its `Release` clearing of `busy` publishes the slots as it left them.
+        // One load decides: an owner that sets `busy` again after it read clear is only looking at our claim,
+        // and backs off (found by loom: a second look after the wait gave up on such a blip, and the reclaim
+        // missed an idle slot).
         let mut looks = 0;
-        while v.busy.load(Acquire) && looks < BUSY_LOOKS {
+        let idle = loop {
+            if !v.busy.load(Acquire) {
+                break true;
+            }
+            if looks == BUSY_LOOKS {
+                break false;
+            }
             looks += 1;
             yield_now();
-        }
-        if v.busy.load(Acquire) {
+        };
+        if !idle {
             // Stuck (descheduled mid-operation): leave this cache alone. A closing pool then keeps it until its
             // thread's next pool operation or exit, as without reclaim.
             v.claim.store(false, Release);
@@ -892,7 +924,7 @@ pub(crate) fn loom_view(inner: usize) -> (u64, Option<usize>) {
         let slots = l
             .entries
             .iter()
-            .find(|e| e.inner.as_ptr() as usize == inner && !e.stash.dead.load(Acquire))
+            .find(|e| e.is_for(NonNull::new(inner as *mut Inner).expect("a pool's address")))
             .map(|e| e.stash.cached.load(Acquire));
         Some((l.epoch_seen, slots))
     })
