@@ -42,6 +42,8 @@ mod linux {
     use std::time::{Duration, Instant};
 
     const BUF: usize = 8192;
+    /// Set in the children's environment: a child given no child mode stops instead of measuring (and spawning).
+    const CHILD_ENV: &str = "PAGEPOOL_SCALE_COSTS_CHILD";
     const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 8;
     const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 16;
 
@@ -468,12 +470,26 @@ mod linux {
         let start = Instant::now();
         drop(black_box(p));
         let dropped = start.elapsed();
+        let end = rss_bytes();
         println!(
-            "build cap={cap} build_ns={} rss_delta={} drop_ns={} chunks={chunks_max}",
+            "build cap={cap} build_ns={} rss_delta={} drop_ns={} rss_left={} chunks={chunks_max}",
             build.as_nanos(),
             after.saturating_sub(before),
-            dropped.as_nanos()
+            dropped.as_nanos(),
+            end.saturating_sub(before)
         );
+    }
+
+    /// `--child-grow CAP`: the first acquire of a fresh pool of CAP slots (thread_cache(0)): one chunk mapped and
+    /// its other slots pushed onto the freelist.
+    fn child_grow(cap: usize) {
+        let p = pool(Some(0), cap);
+        let start = Instant::now();
+        let b = p.acquire().unwrap();
+        let grow = start.elapsed();
+        let slots = cap / layout_chunks(cap, BUF);
+        println!("grow cap={cap} slots={slots} grow_ns={}", grow.as_nanos());
+        drop(b);
     }
 
     /// `--child-maps CAP GUARD`: grow a pool of CAP slots fully (every slot acquired, untouched) and count the
@@ -523,7 +539,11 @@ mod linux {
 
     fn child(args: &[&str]) -> String {
         let exe = std::env::current_exe().unwrap();
-        let out = Command::new(exe).args(args).output().unwrap();
+        let out = Command::new(exe)
+            .args(args)
+            .env(CHILD_ENV, "1")
+            .output()
+            .unwrap();
         assert!(out.status.success(), "child {args:?} failed: {out:?}");
         String::from_utf8(out.stdout).unwrap()
     }
@@ -534,6 +554,22 @@ mod linux {
             .unwrap_or_else(|| panic!("no {key} in {line}"))
             .parse()
             .unwrap()
+    }
+
+    fn grow_child_legs(o: &Opts, t: &mut Table) {
+        let shifts: &[u32] = if o.quick { &[20] } else { &[20, 24, 27] };
+        for &shift in shifts {
+            let line = child(&["--child-grow", &(1usize << shift).to_string()]);
+            let slots = field(&line, "slots");
+            t.add(
+                &format!(
+                    "grow: first acquire, 2^{shift} pool, 2^{} slots/chunk",
+                    slots.log2()
+                ),
+                "ms",
+                field(&line, "grow_ns") / 1e6,
+            );
+        }
     }
 
     fn build_legs(o: &Opts, t: &mut Table) {
@@ -552,6 +588,11 @@ mod linux {
                 field(&line, "rss_delta") / (1 << 20) as f64,
             );
             t.add(
+                &format!("RSS left after drop 2^{shift} slots"),
+                "MiB",
+                field(&line, "rss_left") / (1 << 20) as f64,
+            );
+            t.add(
                 &format!("drop 2^{shift} slots"),
                 "ms",
                 field(&line, "drop_ns") / 1e6,
@@ -564,9 +605,16 @@ mod linux {
         let args: Vec<String> = std::env::args().skip(1).collect();
         match args.first().map(String::as_str) {
             Some("--child-build") => return child_build(args[1].parse().unwrap()),
+            Some("--child-grow") => return child_grow(args[1].parse().unwrap()),
             Some("--child-maps") => return child_maps(args[1].parse().unwrap(), args[2] == "true"),
+            Some(other) if other.starts_with("--child") => panic!("unknown child mode {other}"),
             _ => {}
         }
+        // A child never runs the whole measurement (it would start children of its own).
+        assert!(
+            std::env::var_os(CHILD_ENV).is_none(),
+            "scale_costs child started without a child mode: {args:?}"
+        );
         let quick = args.iter().any(|a| a == "--quick");
         let mut rounds = if quick { 3 } else { 7 };
         if let Some(i) = args.iter().position(|a| a == "--rounds") {
@@ -598,6 +646,7 @@ mod linux {
             eprintln!("round {}/{}", r + 1, o.rounds);
             pool_legs(&o, &mut t);
             grow_leg(&o, &mut t);
+            grow_child_legs(&o, &mut t);
             raw_map_legs(&o, &mut t);
             overflow_legs(&o, &mut t);
             membarrier_legs(&o, &mut t);
