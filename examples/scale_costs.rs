@@ -513,6 +513,13 @@ mod linux {
         drop(held);
     }
 
+    /// `/proc/loadavg`'s three averages: how busy the (shared) machine was.
+    fn loadavg() -> String {
+        std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "?".into())
+    }
+
     fn map_count() -> usize {
         std::fs::read_to_string("/proc/self/maps")
             .unwrap()
@@ -615,6 +622,13 @@ mod linux {
             std::env::var_os(CHILD_ENV).is_none(),
             "scale_costs child started without a child mode: {args:?}"
         );
+        if args.iter().any(|a| a == "--help" || a == "-h") {
+            println!(
+                "scale_costs [--quick] [--rounds N]: per-operation costs for docs/scaling.md \
+                 (see the module docs of examples/scale_costs.rs)"
+            );
+            return;
+        }
         let quick = args.iter().any(|a| a == "--quick");
         let mut rounds = if quick { 3 } else { 7 };
         if let Some(i) = args.iter().position(|a| a == "--rounds") {
@@ -640,6 +654,7 @@ mod linux {
             pagepool::page_size(),
             BUF
         );
+        println!("load average at start: {}", loadavg());
         let mut t = Table::default();
         let total = Instant::now();
         for r in 0..o.rounds {
@@ -652,6 +667,7 @@ mod linux {
             membarrier_legs(&o, &mut t);
             build_legs(&o, &mut t);
         }
+        println!("load average at end: {}", loadavg());
         t.print();
         // Mappings: once (they do not vary).
         let max_map_count = std::fs::read_to_string("/proc/sys/vm/max_map_count")
