@@ -802,15 +802,20 @@ pub(crate) fn reclaim(inner: &Inner, how: Reclaim) -> usize {
             .map(|e| StdArc::as_ptr(&e.stash))
     });
     let one_at_a_time = lock(&inner.reclaim_lock);
-    // Every live cache, including those whose published length reads 0: that gauge can lag an operation in
-    // progress (a refill publishes once done), and such a cache is exactly the one to wait for (its owner is
-    // inside an operation, see below). Filtering on it let an acquire overflow at capacity = demand, 1 in
-    // about 25,000 acquires (`tests/thread_cache.rs`, `reclaim_before_overflow_at_capacity_equal_to_demand`).
+    // The caches that may hold idle slots: a published length above 0, or an owner inside an operation (the
+    // length is published when an operation ends, so a refill in progress still reads 0: filtering on the
+    // length alone let an acquire overflow at capacity = demand, 1 in about 25,000 acquires,
+    // `tests/thread_cache.rs::reclaim_before_overflow_at_capacity_equal_to_demand`). Both are hints read
+    // before the barrier; what they skip is a cache that was empty and idle a moment ago. They spare a pool
+    // that is simply exhausted (every cache empty) a barrier per acquire: each one interrupts every CPU
+    // running the process (docs/scaling.md, section 7).
     let victims: Vec<StdArc<Stash>> = inner.caches.with(|c| {
         c.closed |= kill;
         c.live
             .iter()
             .filter(|s| Some(StdArc::as_ptr(s)) != own)
+            // Relaxed: hints (above); the barrier and the `Acquire` load of `busy` below order what is taken.
+            .filter(|s| kill || s.cached.load(Relaxed) > 0 || s.busy.load(Relaxed))
             .cloned()
             .collect()
     });
@@ -822,6 +827,14 @@ pub(crate) fn reclaim(inner: &Inner, how: Reclaim) -> usize {
     if !crate::sync::heavy_barrier() {
         // Release: owners waiting for the claim to clear see the (untouched) cache as they left it.
         victims.iter().for_each(|v| v.claim.store(false, Release));
+        drop(one_at_a_time);
+        static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        // Relaxed: only picks the one caller that reports.
+        if !REPORTED.swap(true, Relaxed) {
+            crate::sync::foreign_quiet(|| {
+                tracing::debug!(target: "pagepool", "no process-wide barrier (membarrier refused or missing): idle thread caches are reached only by their own threads")
+            });
+        }
         return 0;
     }
     let mut slots = 0;

@@ -224,16 +224,22 @@ pub(crate) fn process_barrier() -> bool {
     // From linux/membarrier.h (libc does not export them on every target).
     const PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
     const REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
-    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let registered = *REGISTERED.get_or_init(|| {
-        // SAFETY: membarrier takes integer arguments only and touches no memory of ours.
-        let ok = unsafe { libc::syscall(libc::SYS_membarrier, REGISTER_PRIVATE_EXPEDITED, 0, 0) } == 0;
-        if !ok {
-            let error = io::Error::last_os_error();
-            tracing::debug!(target: "pagepool", %error, "membarrier unavailable: idle thread caches are reached only by their own threads");
+    // 0: not registered yet; 1: registered; 2: refused. An atomic of our own rather than a `OnceLock`: std is
+    // precompiled, and ThreadSanitizer cannot see its `Once` order the value it publishes. Registering twice (two
+    // threads racing the first call) is harmless: the command is idempotent, and both see the same outcome.
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static STATE: AtomicU8 = AtomicU8::new(0);
+    let registered = match STATE.load(Ordering::Acquire) {
+        0 => {
+            // SAFETY: membarrier takes integer arguments only and touches no memory of ours.
+            let ok = unsafe { libc::syscall(libc::SYS_membarrier, REGISTER_PRIVATE_EXPEDITED, 0, 0) } == 0;
+            // No event here: the caller holds claims on other threads' caches (foreign code must not run
+            // under them); it reports a refusal once they are cleared.
+            STATE.store(if ok { 1 } else { 2 }, Ordering::Release);
+            ok
         }
-        ok
-    });
+        s => s == 1,
+    };
     // SAFETY: as above; the registration this command requires succeeded.
     registered && unsafe { libc::syscall(libc::SYS_membarrier, PRIVATE_EXPEDITED, 0, 0) } == 0
 }
