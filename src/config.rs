@@ -365,7 +365,8 @@ impl PoolBuilder {
     }
 
     /// Test seam: replaces the machine's NUMA topology (used by [`NumaPolicy::NodeLocal`]) with `nodes` nodes,
-    /// the calling thread's being `current()`. Not part of the stable API.
+    /// the calling thread's being `current()` (memory placed on any of them is `mbind`ed to node 0, which
+    /// every machine has). Not part of the stable API.
     ///
     /// [`NumaPolicy::NodeLocal`]: crate::NumaPolicy::NodeLocal
     #[doc(hidden)]

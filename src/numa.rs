@@ -119,12 +119,31 @@ pub(crate) trait Topology: Send + Sync + std::fmt::Debug {
     fn nodes(&self) -> usize;
     /// The node the calling thread runs on now (below [`nodes`](Self::nodes)).
     fn current_node(&self) -> usize;
+    /// The node whose memory backs what is placed on `node` (itself, but for an injected topology, whose
+    /// nodes need not exist: their memory goes to node 0).
+    fn memory_node(&self, node: usize) -> usize {
+        node
+    }
 }
 
-/// The machine's topology: the online nodes from sysfs, the current node from `getcpu`.
+/// The machine's topology: the online nodes from sysfs; the current node from `getcpu`: the CPU from the vDSO
+/// (`sched_getcpu`) looked up in the CPU -> node table read from sysfs at build, else the `getcpu` system
+/// call.
 #[derive(Debug)]
 struct SysTopology {
     nodes: usize,
+    cpu_node: Box<[u16]>,
+}
+
+impl SysTopology {
+    fn new() -> Self {
+        SysTopology {
+            nodes: sys_numa::online_nodes()
+                .and_then(|v| v.last().map(|&n| n + 1))
+                .unwrap_or(1),
+            cpu_node: sys_numa::cpu_nodes().unwrap_or_default().into(),
+        }
+    }
 }
 
 impl Topology for SysTopology {
@@ -132,7 +151,11 @@ impl Topology for SysTopology {
         self.nodes
     }
     fn current_node(&self) -> usize {
-        sys_numa::current_node().min(self.nodes - 1)
+        let node = match sys_numa::current_cpu().and_then(|c| self.cpu_node.get(c)) {
+            Some(&n) => usize::from(n),
+            None => sys_numa::current_node(),
+        };
+        node.min(self.nodes - 1)
     }
 }
 
@@ -150,6 +173,9 @@ impl Topology for TestTopology {
     }
     fn current_node(&self) -> usize {
         (self.current)().min(self.nodes - 1)
+    }
+    fn memory_node(&self, _node: usize) -> usize {
+        0
     }
 }
 
@@ -202,11 +228,7 @@ impl Placement {
                         nodes: t.nodes.clamp(1, MAX_NODES),
                         current: t.current,
                     }),
-                    None => Box::new(SysTopology {
-                        nodes: sys_numa::online_nodes()
-                            .and_then(|v| v.last().map(|&n| n + 1))
-                            .unwrap_or(1),
-                    }),
+                    None => Box::new(SysTopology::new()),
                 };
                 Kind::NodeLocal(Arc::new(NodeMap {
                     topo,
@@ -241,8 +263,9 @@ impl Placement {
                     // Relaxed: see the `AtomicU16` import.
                     map.chunk_node[k].store(node as u16, Relaxed);
                 }
-                return sys_numa::mbind(start, len, Mode::Preferred, &[node])
-                    .map_err(|e| mbind_error(e, "NodeLocal", &[node], len));
+                let on = map.topo.memory_node(node);
+                return sys_numa::mbind(start, len, Mode::Preferred, &[on])
+                    .map_err(|e| mbind_error(e, "NodeLocal", &[on], len));
             }
         };
         sys_numa::mbind(start, len, mode, nodes).map_err(|e| mbind_error(e, name, nodes, len))
@@ -575,5 +598,117 @@ mod tests {
             drop((pooled, over));
         }
         fault::fail_call_at(u64::MAX, 0);
+    }
+
+    thread_local! {
+        static NODE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    fn on(node: usize) {
+        NODE.with(|n| n.set(node));
+    }
+
+    fn current() -> usize {
+        NODE.with(|n| n.get())
+    }
+
+    /// Two injected nodes, two chunks: each chunk lands on the node of the thread that grows it, a released
+    /// buffer returns to its chunk's node, and a thread is handed its own node's buffers first, another node's
+    /// only once its own has none idle.
+    #[test]
+    fn node_local_buffers_are_handed_out_first() {
+        let per_chunk = (4 << 20) / page();
+        let pool = PagePool::builder()
+            .buf_size(page())
+            .capacity(2 * per_chunk)
+            .thread_cache(0)
+            .overflow(crate::OverflowPolicy::Fail)
+            .numa(NumaPolicy::NodeLocal)
+            .numa_test_topology(2, current)
+            .build()
+            .unwrap();
+        assert_eq!(pool.inner().free.others.len(), 1, "one list per node");
+        // Node 0 grows chunk 0 and takes all of it; node 1 finds both lists empty, grows chunk 1 and takes it.
+        on(0);
+        let mut node0: Vec<_> = (0..per_chunk).map(|_| pool.acquire().unwrap()).collect();
+        assert_eq!(pool.stats().chunks, 1);
+        let chunk0: std::collections::HashSet<usize> =
+            node0.iter().map(|b| b.as_ptr() as usize).collect();
+        let in0 = |b: &crate::AlignedBuf| chunk0.contains(&(b.as_ptr() as usize));
+        on(1);
+        let mut node1: Vec<_> = (0..per_chunk).map(|_| pool.acquire().unwrap()).collect();
+        assert_eq!(pool.stats().chunks, 2);
+        assert!(!node1.iter().any(in0));
+        // Five of chunk 1 go back, then ten of chunk 0, all on node 1's thread: each returns to its chunk's
+        // node's list (one FIFO would hand chunk 1's out first).
+        drop(node1.drain(..5).collect::<Vec<_>>());
+        drop(node0.drain(..10).collect::<Vec<_>>());
+        assert_eq!(pool.inner().free.first.len(), 10);
+        assert_eq!(pool.inner().free.others[0].len(), 5);
+        // Node 0 gets all ten of its own first ...
+        on(0);
+        for _ in 0..10 {
+            let b = pool.acquire().unwrap();
+            assert!(
+                in0(&b),
+                "node 1's buffer handed out while node 0 had its own"
+            );
+            node0.push(b);
+        }
+        // ... and node 1's only once its own has none.
+        let b = pool.acquire().unwrap();
+        assert!(!in0(&b));
+        node1.push(b);
+        // The same from node 1: three of chunk 0 go back; its own four first, then node 0's.
+        drop(node0.drain(..3).collect::<Vec<_>>());
+        on(1);
+        for _ in 0..4 {
+            let b = pool.acquire().unwrap();
+            assert!(
+                !in0(&b),
+                "node 0's buffer handed out while node 1 had its own"
+            );
+            node1.push(b);
+        }
+        let fallback = pool.acquire().unwrap();
+        assert!(in0(&fallback));
+        assert_eq!(pool.stats().idle, 2);
+        assert!(matches!(pool.acquire(), Ok(b) if in0(&b)));
+        // Stats and trimming see every list.
+        drop((node0, node1, fallback));
+        assert_eq!(pool.stats().idle, 2 * per_chunk);
+        assert!(pool.trim() > 0);
+        assert_eq!(pool.stats().idle, 2 * per_chunk);
+    }
+
+    /// One node (the default topology here, or one injected node) keeps the single list of the other policies.
+    #[test]
+    fn one_node_keeps_one_list() {
+        for b in [
+            PagePool::builder().numa(NumaPolicy::NodeLocal),
+            PagePool::builder()
+                .numa(NumaPolicy::NodeLocal)
+                .numa_test_topology(1, current),
+            PagePool::builder().numa(NumaPolicy::Interleave(vec![0])),
+        ] {
+            let pool = b.build().unwrap();
+            if sys_numa::online_nodes().is_some_and(|v| v.len() == 1) {
+                assert!(pool.inner().free.others.is_empty());
+                assert!(pool.inner().free.map.is_none());
+            }
+            drop(pool.acquire().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_binding_policy_keeps_map_populate_off() {
+        let mem = |p: NumaPolicy| {
+            let b = PagePool::builder().numa(p);
+            let l = b.layout().unwrap();
+            crate::policy::MemPolicy::new(&b, Placement::new(&b, &l))
+        };
+        assert!(!mem(NumaPolicy::Local).advise_before_touch());
+        assert!(mem(NumaPolicy::Bind(vec![0])).advise_before_touch());
+        assert!(mem(NumaPolicy::NodeLocal).advise_before_touch());
     }
 }

@@ -31,15 +31,37 @@ pub(crate) fn online_nodes() -> Option<Vec<usize>> {
     if !cfg!(target_os = "linux") {
         return None;
     }
-    parse_node_list(
-        std::fs::read_to_string("/sys/devices/system/node/online")
-            .ok()?
-            .trim(),
-    )
+    let online = std::fs::read_to_string("/sys/devices/system/node/online").ok()?;
+    parse_list(online.trim(), MAX_NODES)
+}
+
+/// The most CPU ids [`cpu_nodes`] maps.
+const MAX_CPUS: usize = 1 << 16;
+
+/// The node of each CPU id (index), from `/sys/devices/system/node/node<N>/cpulist` of every online node;
+/// `None` when sysfs cannot be read. CPUs no list names (offline) map to node 0.
+pub(crate) fn cpu_nodes() -> Option<Vec<u16>> {
+    let mut table = Vec::new();
+    for node in online_nodes()? {
+        let path = format!("/sys/devices/system/node/node{node}/cpulist");
+        for cpu in parse_list(std::fs::read_to_string(path).ok()?.trim(), MAX_CPUS)? {
+            if table.len() <= cpu {
+                table.resize(cpu + 1, 0);
+            }
+            table[cpu] = node as u16;
+        }
+    }
+    Some(table)
 }
 
 /// Parses the kernel's node list format (`0`, `0-3`, `0,2-5,7`); `None` if malformed.
+#[cfg(test)]
 pub(crate) fn parse_node_list(s: &str) -> Option<Vec<usize>> {
+    parse_list(s, MAX_NODES)
+}
+
+/// Parses the kernel's list format (`0`, `0-3`, `0,2-5,7`) of ids below `bound`; `None` if malformed.
+fn parse_list(s: &str, bound: usize) -> Option<Vec<usize>> {
     let mut nodes = Vec::new();
     if s.is_empty() {
         return Some(nodes);
@@ -52,7 +74,7 @@ pub(crate) fn parse_node_list(s: &str) -> Option<Vec<usize>> {
                 (n, n)
             }
         };
-        if lo > hi || hi >= MAX_NODES {
+        if lo > hi || hi >= bound {
             return None;
         }
         nodes.extend(lo..=hi);
@@ -72,9 +94,16 @@ pub(crate) fn mbind(ptr: NonNull<u8>, len: usize, mode: Mode, nodes: &[usize]) -
 }
 
 /// The NUMA node of the CPU the calling thread runs on now (`getcpu(2)`); 0 where unknown. The thread may
-/// move right after: a hint.
+/// move right after: a hint. A system call: see [`current_cpu`] for the fast path.
 pub(crate) fn current_node() -> usize {
     imp::current_node()
+}
+
+/// The CPU the calling thread runs on now (`sched_getcpu`, glibc's and musl's wrapper of `getcpu`, served by
+/// the vDSO without entering the kernel), `None` where unknown. With [`cpu_nodes`] it gives the current node
+/// in a few nanoseconds.
+pub(crate) fn current_cpu() -> Option<usize> {
+    imp::current_cpu()
 }
 
 #[cfg(target_os = "linux")]
@@ -134,6 +163,12 @@ mod imp {
         }
     }
 
+    pub(super) fn current_cpu() -> Option<usize> {
+        // SAFETY: sched_getcpu takes no arguments and only returns a number (or -1).
+        let cpu = unsafe { libc::sched_getcpu() };
+        usize::try_from(cpu).ok()
+    }
+
     pub(super) fn current_node() -> usize {
         let mut cpu: libc::c_uint = 0;
         let mut node: libc::c_uint = 0;
@@ -176,6 +211,10 @@ mod imp {
     pub(super) fn current_node() -> usize {
         0
     }
+
+    pub(super) fn current_cpu() -> Option<usize> {
+        None
+    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -199,5 +238,9 @@ mod tests {
         let nodes = online_nodes().expect("sysfs node list");
         assert!(nodes.contains(&0), "{nodes:?}");
         assert!(nodes.contains(&current_node()), "{nodes:?}");
+        let table = cpu_nodes().expect("sysfs cpu lists");
+        let cpu = current_cpu().expect("sched_getcpu");
+        assert!(cpu < table.len(), "cpu {cpu} of {table:?}");
+        assert!(nodes.contains(&usize::from(table[cpu])));
     }
 }
