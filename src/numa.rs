@@ -66,7 +66,8 @@ pub enum NumaPolicy {
     /// another node's only when its own has none idle (then before mapping a new chunk). Thread caches and the
     /// depot's magazines are not sorted by node: a buffer released on another node's thread may serve that
     /// thread next. The per-node freelists cost the freelist's bookkeeping (16 bytes per buffer) once per
-    /// node. On one node this is `Preferred(0)` with the single freelist of the other policies.
+    /// node. With [`prealloc`](crate::PoolBuilder::prealloc) every chunk is mapped by the building thread, so
+    /// all land on its node. On one node this is `Preferred(0)` with the single freelist of the other policies.
     NodeLocal,
 }
 
@@ -318,10 +319,10 @@ impl NodeFree {
     /// Takes an idle slot, if any: on several nodes, the calling thread's node's first.
     #[inline]
     pub(crate) fn pop(&self) -> Option<u32> {
-        if self.others.is_empty() {
-            return self.first.pop();
+        match self.map {
+            None => self.first.pop(),
+            Some(_) => self.pop_nodes(),
         }
-        self.pop_nodes()
     }
 
     #[cold]
