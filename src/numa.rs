@@ -238,6 +238,17 @@ impl Placement {
                 }))
             }
         };
+        match &kind {
+            Kind::Local => {}
+            Kind::Fixed { mode, nodes, .. } => {
+                tracing::debug!(target: "pagepool", ?mode, ?nodes, "NUMA placement: mbind of every mapping")
+            }
+            Kind::NodeLocal(map) => tracing::debug!(
+                target: "pagepool",
+                nodes = map.topo.nodes(),
+                "NUMA placement: chunks on their mapping thread's node, one freelist per node"
+            ),
+        }
         Placement { kind }
     }
 

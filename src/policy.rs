@@ -108,8 +108,9 @@ impl MemPolicy {
     }
 
     /// Applies the policy to a fresh mapping nobody else sees yet: the NUMA policy (`mbind`, first: nothing
-    /// below touches a page before it), huge-page advice, guard pages, dump and fork advice, then locking. Returns the bytes locked (to give back with [`unlocked`](Self::unlocked) when the
-    /// region is unmapped before the pool). On error the caller unmaps the region; nothing is counted.
+    /// below touches a page before it), huge-page advice, guard pages, dump and fork advice, then locking.
+    /// Returns the bytes locked (to give back with [`unlocked`](Self::unlocked) when the region is unmapped
+    /// before the pool). On error the caller unmaps the region; nothing is counted.
     pub(crate) fn prepare(&self, r: Region) -> io::Result<usize> {
         // The whole mapping, guards included (mbind before mprotect, so one call covers it): its pages are all
         // untouched here (`advise_before_touch` kept MAP_POPULATE off).
