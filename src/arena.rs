@@ -147,6 +147,7 @@ impl Arena {
                     stride: l.stride,
                     buf_size: l.buf_size,
                     chunk: true,
+                    index: k,
                 };
                 // On error `m` is dropped here: the chunk is unmapped and nothing was counted.
                 policy.prepare(region)?;

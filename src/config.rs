@@ -122,6 +122,10 @@ pub struct PoolBuilder {
     /// Direct I/O requirement folded into `buf_size` and `alignment` at build (see `dio.rs`).
     pub(crate) direct_io: Option<crate::dio::DioAlign>,
     pub(crate) max_bytes: Option<usize>,
+    /// NUMA placement of chunks and overflow buffers (`numa.rs`).
+    pub(crate) numa: crate::numa::NumaPolicy,
+    /// A topology injected by tests instead of the machine's (`numa_test_topology`).
+    pub(crate) numa_topology: Option<crate::numa::TestTopology>,
 }
 
 /// The most size classes one pool accepts.
@@ -164,6 +168,8 @@ impl Default for PoolBuilder {
             bad_ladder: None,
             direct_io: None,
             max_bytes: None,
+            numa: crate::numa::NumaPolicy::Local,
+            numa_topology: None,
         }
     }
 }
@@ -335,6 +341,44 @@ impl PoolBuilder {
     /// Locked memory is never given back by [`trim`](crate::PagePool::trim). Default: [`LockPolicy::Off`].
     pub fn lock_memory(mut self, policy: LockPolicy) -> Self {
         self.lock_memory = policy;
+        self
+    }
+
+    /// The NUMA placement of the pool's memory, pooled chunks and overflow buffers alike; see [`NumaPolicy`].
+    /// Applied with `mbind` to each fresh mapping before its first touch. Linux only: elsewhere `build` returns
+    /// [`ConfigError::Unsupported`](crate::ConfigError::Unsupported) for any policy but the default. Node sets
+    /// are checked at `build` ([`ConfigError::NumaEmptyNodeSet`](crate::ConfigError::NumaEmptyNodeSet),
+    /// [`ConfigError::NumaNodeTooLarge`](crate::ConfigError::NumaNodeTooLarge),
+    /// [`ConfigError::NumaNodeOffline`](crate::ConfigError::NumaNodeOffline)); an `mbind` the kernel refuses
+    /// later fails the acquire that maps the memory with
+    /// [`AcquireError::Os`](crate::AcquireError::Os) (`build` with [`ConfigError::Os`](crate::ConfigError::Os)
+    /// under `prealloc`). Default: [`NumaPolicy::Local`] (no `mbind`).
+    ///
+    /// # Examples
+    /// ```
+    /// use pagepool::{NumaPolicy, PagePool};
+    /// let builder = PagePool::builder().capacity(64).numa(NumaPolicy::Interleave(vec![0]));
+    /// if cfg!(target_os = "linux") {
+    ///     let pool = builder.build().unwrap();
+    ///     drop(pool.acquire().unwrap());
+    /// }
+    /// ```
+    ///
+    /// [`NumaPolicy`]: crate::NumaPolicy
+    /// [`NumaPolicy::Local`]: crate::NumaPolicy::Local
+    pub fn numa(mut self, policy: crate::numa::NumaPolicy) -> Self {
+        self.numa = policy;
+        self
+    }
+
+    /// Test seam: replaces the machine's NUMA topology (used by [`NumaPolicy::NodeLocal`]) with `nodes` nodes,
+    /// the calling thread's being `current()` (memory placed on any of them is `mbind`ed to node 0, which
+    /// every machine has). Not part of the stable API.
+    ///
+    /// [`NumaPolicy::NodeLocal`]: crate::NumaPolicy::NodeLocal
+    #[doc(hidden)]
+    pub fn numa_test_topology(mut self, nodes: usize, current: fn() -> usize) -> Self {
+        self.numa_topology = Some(crate::numa::TestTopology { nodes, current });
         self
     }
 
@@ -782,6 +826,10 @@ impl PoolBuilder {
         if self.huge_pages != HugePages::Off && !sys::supports(Advice::HugePage) {
             return Err(unsupported("huge_pages(..)"));
         }
+        if self.numa != crate::numa::NumaPolicy::Local && !sys::numa::supported() {
+            return Err(unsupported("numa(..)"));
+        }
+        crate::numa::validate(&self.numa, sys::numa::online_nodes)?;
         // `MAP_HUGETLB` mappings start on a huge page boundary and nothing stronger can be asked for (no slack
         // to trim: the kernel reserves whole huge pages for all of a mapping). Both are powers of two, so an
         // alignment up to the huge page size divides it and every slot (a multiple of the alignment from the

@@ -227,6 +227,29 @@ pub enum ConfigError {
         /// The pool's size classes.
         classes: Vec<usize>,
     },
+    /// [`NumaPolicy::Bind`](crate::NumaPolicy::Bind) or [`NumaPolicy::Interleave`](crate::NumaPolicy::Interleave)
+    /// with an empty node set.
+    #[error("numa({setting}) has an empty node set: name at least one node (see /sys/devices/system/node/online)")]
+    NumaEmptyNodeSet {
+        /// The policy, as written on the builder (`Bind(..)` or `Interleave(..)`).
+        setting: &'static str,
+    },
+    /// A node id in a [`NumaPolicy`](crate::NumaPolicy) at or above the most nodes any kernel supports.
+    #[error("NUMA node {node} is out of range: node ids are below {max}")]
+    NumaNodeTooLarge {
+        /// The rejected node id.
+        node: usize,
+        /// The bound node ids must stay below (1024).
+        max: usize,
+    },
+    /// A node id in a [`NumaPolicy`](crate::NumaPolicy) that is not online on this machine.
+    #[error("NUMA node {node} is not online (online nodes: {online:?}, from /sys/devices/system/node/online): use one of those")]
+    NumaNodeOffline {
+        /// The rejected node id.
+        node: usize,
+        /// The online nodes.
+        online: Vec<usize>,
+    },
     /// `idle_trim_after(Duration::ZERO)`.
     #[error("idle_trim_after is zero: give a period such as 60 s (or leave it unset to trim only on demand)")]
     ZeroIdleTrim,

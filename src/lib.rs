@@ -101,6 +101,7 @@ mod error;
 mod freelist;
 mod frozen;
 mod gate;
+mod numa;
 mod overflow;
 mod policy;
 mod pool;
@@ -134,6 +135,7 @@ pub use config::{
 };
 pub use error::{AcquireError, ConfigError};
 pub use frozen::FrozenBuf;
+pub use numa::NumaPolicy;
 pub use pool::PagePool;
 pub use stats::PoolStats;
 #[cfg(all(feature = "io-uring", target_os = "linux"))]

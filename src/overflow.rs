@@ -204,6 +204,7 @@ impl Overflow {
                 stride,
                 buf_size,
                 chunk: false,
+                index: 0,
             };
             // On error `m` is dropped here: unmapped, nothing counted.
             let locked = mem.prepare(region)?;

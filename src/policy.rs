@@ -34,6 +34,8 @@ pub(crate) struct Region {
     pub(crate) buf_size: usize,
     /// A pooled chunk (huge-page advice applies) rather than an overflow buffer (normal pages always).
     pub(crate) chunk: bool,
+    /// The chunk's number in the arena (0 for an overflow buffer).
+    pub(crate) index: usize,
 }
 
 /// A `BestEffort` locking shortfall, held until it can be reported.
@@ -68,10 +70,12 @@ pub(crate) struct MemPolicy {
     pub(crate) trimmed_bytes: AtomicU64,
     /// Idle trimming, if asked for.
     pub(crate) idle: Option<IdleTrim>,
+    /// NUMA placement (`numa.rs`), applied first to every fresh mapping.
+    pub(crate) numa: crate::numa::Placement,
 }
 
 impl MemPolicy {
-    pub(crate) fn new(b: &PoolBuilder) -> Self {
+    pub(crate) fn new(b: &PoolBuilder, numa: crate::numa::Placement) -> Self {
         let scrub = (if b.zero_on_release { SCRUB_ZERO } else { 0 })
             | (if b.poison_on_release { SCRUB_POISON } else { 0 });
         MemPolicy {
@@ -87,6 +91,7 @@ impl MemPolicy {
             poison_violations: AtomicU64::new(0),
             trimmed_bytes: AtomicU64::new(0),
             idle: b.idle_trim_after.map(IdleTrim::new),
+            numa,
         }
     }
 
@@ -96,15 +101,21 @@ impl MemPolicy {
         self.locked_bytes.load(Relaxed)
     }
 
-    /// Whether mapping must be done without `MAP_POPULATE` because advice has to come before the first touch.
+    /// Whether mapping must be done without `MAP_POPULATE` because advice (or the NUMA policy) has to come
+    /// before the first touch.
     pub(crate) fn advise_before_touch(&self) -> bool {
-        self.huge == HugePages::Transparent || self.guard
+        self.huge == HugePages::Transparent || self.guard || self.numa.binds()
     }
 
-    /// Applies the policy to a fresh mapping nobody else sees yet: huge-page advice, guard pages, dump and fork
-    /// advice, then locking. Returns the bytes locked (to give back with [`unlocked`](Self::unlocked) when the
-    /// region is unmapped before the pool). On error the caller unmaps the region; nothing is counted.
+    /// Applies the policy to a fresh mapping nobody else sees yet: the NUMA policy (`mbind`, first: nothing
+    /// below touches a page before it), huge-page advice, guard pages, dump and fork advice, then locking.
+    /// Returns the bytes locked (to give back with [`unlocked`](Self::unlocked) when the region is unmapped
+    /// before the pool). On error the caller unmaps the region; nothing is counted.
     pub(crate) fn prepare(&self, r: Region) -> io::Result<usize> {
+        // The whole mapping, guards included (mbind before mprotect, so one call covers it): its pages are all
+        // untouched here (`advise_before_touch` kept MAP_POPULATE off).
+        self.numa
+            .apply(r.start, r.len, r.chunk.then_some(r.index))?;
         if r.chunk && self.huge == HugePages::Transparent {
             sys::advise(r.start, r.len, Advice::HugePage)?;
         }

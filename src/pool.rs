@@ -8,8 +8,8 @@ use crate::cache;
 use crate::config::{Layout, PoolBuilder};
 use crate::depot::Depot;
 use crate::error::ConfigError;
-use crate::freelist::FreeList;
 use crate::gate::DiscardGate;
+use crate::numa::{NodeFree, Placement};
 use crate::overflow::Overflow;
 use crate::policy::MemPolicy;
 use crate::shared::{bump_sweep_epoch, Inner, Registry, CLOSING, REF};
@@ -147,8 +147,9 @@ impl PagePool {
             crate::sys::map_with(crate::sys::HUGE_PAGE, crate::sys::HUGE_PAGE, false, true)
                 .map_err(|source| ConfigError::HugePagesUnavailable { source })?;
         }
-        let free = FreeList::new(layout.capacity)?;
-        let mem = MemPolicy::new(b);
+        let placement = Placement::new(b, &layout);
+        let free = NodeFree::new(layout.capacity, &placement)?;
+        let mem = MemPolicy::new(b, placement);
         let inner = Box::new(Inner {
             arena: Arena::new(layout),
             free,

@@ -25,8 +25,8 @@
 use crate::arena::Arena;
 use crate::budget::Budget;
 use crate::depot::Depot;
-use crate::freelist::FreeList;
 use crate::gate::DiscardGate;
+use crate::numa::NodeFree;
 use crate::overflow::Overflow;
 use crate::policy::MemPolicy;
 use crate::stats::Counters;
@@ -205,7 +205,7 @@ impl Registry {
 /// Freed when `state` reaches "no references, CLOSING" (see the module docs for the protocol).
 pub(crate) struct Inner {
     pub(crate) arena: Arena,
-    pub(crate) free: FreeList,
+    pub(crate) free: NodeFree,
     pub(crate) counters: Counters,
     pub(crate) overflow: Overflow,
     /// `references * REF | CLOSING`.

@@ -19,7 +19,7 @@
 //! whatever the commit state of its pages; `munmap` likewise): nothing leaks.
 
 use crate::arena::Arena;
-use crate::freelist::FreeList;
+use crate::numa::NodeFree;
 use crate::sync::{lock, Mutex};
 use crate::sys;
 use std::io;
@@ -73,7 +73,7 @@ impl Uncommitted {
     /// Recommits every held range (one `sys::recommit` per range) and pushes the slots of those that succeed to
     /// `free`; the others stay held. Emits nothing, wakes no one: the caller does, once this returns and the
     /// books agree.
-    pub(crate) fn retry(&self, arena: &Arena, free: &FreeList) -> Retried {
+    pub(crate) fn retry(&self, arena: &Arena, free: &NodeFree) -> Retried {
         // Out of the list while their system calls run, so `hold` and `stats` never wait for them; another
         // retry meanwhile finds nothing to do. `slots` still counts them: they are not usable yet.
         let taken = std::mem::take(&mut *lock(&self.ranges));

@@ -14,6 +14,7 @@
 //! | [`discard`] | `madvise(MADV_DONTNEED)` | `VirtualFree(MEM_DECOMMIT)` + `VirtualAlloc(MEM_COMMIT)` | `Unsupported` |
 //! | [`recommit`] (after [`DiscardError::Uncommitted`]) | nothing (always usable) | `VirtualAlloc(MEM_COMMIT)` | nothing |
 //! | [`lock`] | `mlock` | `VirtualLock` | `Unsupported` |
+//! | [`numa`] (`mbind`, `getcpu`, online nodes) | `mbind`, `getcpu`, `/sys/devices/system/node/online` (Linux) | `Unsupported`, node 0 | `Unsupported`, node 0 |
 //! | [`protect_none`] | `mprotect(PROT_NONE)` | `VirtualProtect(PAGE_NOACCESS)` | `Unsupported` |
 //! | [`memlock_limit`], [`lock_exempt`] | `getrlimit(RLIMIT_MEMLOCK)`, `CAP_IPC_LOCK` in `/proc/thread-self/status` | none, no | none, no |
 //!
@@ -38,6 +39,7 @@ mod imp;
 pub(crate) use imp::Mapping;
 
 pub(crate) mod dio;
+pub(crate) mod numa;
 
 use std::io;
 use std::ptr::NonNull;
