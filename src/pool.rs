@@ -143,7 +143,7 @@ impl PagePool {
             crate::sys::map_with(crate::sys::HUGE_PAGE, crate::sys::HUGE_PAGE, false, true)
                 .map_err(|source| ConfigError::HugePagesUnavailable { source })?;
         }
-        let free = FreeList::new(layout.capacity)?;
+        let free = FreeList::new(&layout);
         let mem = MemPolicy::new(b);
         let inner = Box::new(Inner {
             arena: Arena::new(layout),
@@ -179,9 +179,12 @@ impl PagePool {
         if b.prealloc {
             let inner = pool.inner();
             loop {
-                match inner.arena.grow(true, &inner.mem, &inner.budget) {
+                match inner
+                    .arena
+                    .grow(true, &inner.mem, &inner.budget, &inner.free)
+                {
                     Ok(Grow::Grew(range)) => {
-                        range.clone().for_each(|i| inner.free.push(i));
+                        inner.free.push_fresh(range.clone());
                         inner.arena.grew_event(&range);
                         inner.mem.emit_deferred();
                     }
@@ -317,9 +320,12 @@ impl PagePool {
             }
         }
         loop {
-            match inner.arena.grow(true, &inner.mem, &inner.budget) {
+            match inner
+                .arena
+                .grow(true, &inner.mem, &inner.budget, &inner.free)
+            {
                 Ok(Grow::Grew(range)) => {
-                    range.clone().for_each(|i| inner.free.push(i));
+                    inner.free.push_fresh(range.clone());
                     inner.arena.grew_event(&range);
                     inner.mem.emit_deferred();
                 }

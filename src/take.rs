@@ -495,7 +495,7 @@ impl PagePool {
         // still sit in full magazines. Take one, keep a slot, and leave the rest on the freelist.
         if let Some(d) = &inner.depot {
             let mut slots = Vec::new();
-            if d.take(&mut slots) {
+            if d.take(&inner.free, &mut slots) {
                 let first = slots.pop().map(|s| self.pooled_unchecked(s));
                 let rest = !slots.is_empty();
                 slots.into_iter().for_each(|s| inner.free.push(s));
@@ -516,10 +516,13 @@ impl PagePool {
             }
         }
         loop {
-            match inner.arena.grow(false, &inner.mem, &inner.budget) {
+            match inner
+                .arena
+                .grow(false, &inner.mem, &inner.budget, &inner.free)
+            {
                 Ok(Grow::Grew(range)) => {
                     let b = self.pooled_unchecked(range.start);
-                    (range.start + 1..range.end).for_each(|i| inner.free.push(i));
+                    inner.free.push_fresh(range.start + 1..range.end);
                     // Every slot of the chunk is in `b` or on the freelist: foreign code may run now.
                     if range.len() > 1 && inner.waitable {
                         inner.after_release();
