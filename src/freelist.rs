@@ -290,3 +290,71 @@ impl std::fmt::Debug for FreeList {
             .finish()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A list for `capacity` slots in chunks of `2^shift` (one-page buffers), every chunk linked.
+    fn list(capacity: usize) -> (FreeList, Layout) {
+        let l = crate::PoolBuilder::default()
+            .capacity(capacity)
+            .layout()
+            .unwrap();
+        let f = FreeList::new(&l);
+        (0..l.chunks).for_each(|k| f.add_chunk(k).unwrap());
+        (f, l)
+    }
+
+    #[test]
+    fn fresh_runs_hand_out_every_slot_once_after_released_ones() {
+        let (f, l) = list(5000);
+        assert!(l.chunks >= 2, "{l:?}");
+        let per = 1u32 << l.chunk_shift;
+        f.push_fresh(0..per);
+        f.push_fresh(per..5000);
+        assert_eq!(f.len(), 5000);
+        // The run pushed last is on top; within a run, slots come in order.
+        assert_eq!((f.pop(), f.pop()), (Some(per), Some(per + 1)));
+        f.push(per);
+        f.push_cold(per + 1);
+        assert_eq!(
+            f.pop(),
+            Some(per),
+            "released (hot) before fresh or trimmed (cold)"
+        );
+        assert_eq!(f.pop(), Some(per + 1));
+        let mut rest: Vec<u32> = std::iter::from_fn(|| f.pop()).collect();
+        assert_eq!(rest.len(), 4998);
+        rest.sort_unstable();
+        let mut want: Vec<u32> = (0..5000).collect();
+        want.retain(|&s| s != per && s != per + 1);
+        assert_eq!(rest, want);
+        assert_eq!(f.len(), 0);
+    }
+
+    #[test]
+    fn chains_pop_whole_or_not_at_all() {
+        let (f, _) = list(8);
+        let h = Head::new();
+        f.set_next(3, Some(5));
+        f.push_chain(&h, 3, 5);
+        assert_eq!(f.pop_chain(&h, 3), None, "two slots, three asked");
+        assert_eq!(f.pop_chain(&h, 2), Some(3));
+        assert_eq!(f.next(3), Some(Some(5)));
+        assert_eq!(f.pop_chain(&h, 1), None);
+    }
+
+    #[test]
+    fn unlinked_chunks_and_out_of_range_slots_have_no_cell() {
+        let l = crate::PoolBuilder::default()
+            .capacity(5000)
+            .layout()
+            .unwrap();
+        let f = FreeList::new(&l);
+        f.add_chunk(0).unwrap();
+        assert!(f.next(0).is_some());
+        assert_eq!(f.next(4999), None, "its chunk has no links yet");
+        assert_eq!(f.next(5000), None, "past the capacity");
+    }
+}
