@@ -8,6 +8,7 @@ use pagepool::PagePool;
 use std::time::Instant;
 
 /// Resident bytes of this process.
+#[cfg(target_os = "linux")]
 fn rss() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
     let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -18,6 +19,11 @@ fn arg(i: usize, default: usize) -> usize {
     std::env::args()
         .nth(i)
         .map_or(default, |a| a.parse().expect("a number"))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn rss() -> usize {
+    0 // no /proc/self/statm: build times only
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
