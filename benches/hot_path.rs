@@ -5,8 +5,9 @@
 //! `floor`, `arrayqueue` (the pool's freelist alone), `mutex_vec`, `posix_memalign`, `std_aligned`, `jemalloc`,
 //! `memmap2` (map + unmap per buffer). `pagepool` is capacity 1024, preallocated, with the default per-thread
 //! cache (a LIFO stack per thread: the buffer just released comes back, warm); `pagepool_nocache` is the same
-//! pool with `thread_cache(0)`, so every operation goes through the shared FIFO freelist (which hands out the
-//! coldest of the 1024 buffers).
+//! pool with `thread_cache(0)`, so every operation goes through the shared freelist (a lock-free LIFO stack
+//! since issue #17: the buffer just released comes back; until then a FIFO that handed out the coldest of the
+//! 1024 buffers).
 //!
 //! Run: `cargo bench --bench hot_path`
 

@@ -10,12 +10,13 @@
 //!   released once more in random order, as a long run of releases in arbitrary order leaves the freelist;
 //!
 //! and, on a second pool of the same size with `thread_cache(0)`, warmed and shuffled the same way:
-//! - `touch_shuffled_nocache/<size>`: the shared FIFO freelist alone.
+//! - `touch_shuffled_nocache/<size>`: the shared freelist alone.
 //!
-//! A FIFO freelist returns the buffer idle the longest, so in the 1 Mi pool each touch lands on a page not seen
-//! for a million operations: in address order after a sequential warm-up (which hardware prefetching and
-//! page-walk caches hide), in random order over 8 GiB after the shuffle. A per-thread LIFO cache hands back
-//! the buffer just released whatever the pool's size.
+//! Until issue #17 the shared freelist was a FIFO, which returns the buffer idle the longest, so in the 1 Mi
+//! pool each touch landed on a page not seen for a million operations: in address order after a sequential
+//! warm-up (which hardware prefetching and page-walk caches hide), in random order over 8 GiB after the
+//! shuffle. It is now a LIFO stack, like the per-thread caches, which hand back the buffer just released
+//! whatever the pool's size.
 //!
 //! Run: `cargo bench --bench pool_size`
 

@@ -11,6 +11,7 @@
 
 use crate::budget::Budget;
 use crate::config::{HugePages, Layout};
+use crate::numa::NodeFree;
 use crate::policy::{MemPolicy, Region};
 use crate::sync::{lock, AtomicPtr, AtomicU8, AtomicUsize, Mutex};
 use crate::sys::{self, Mapping};
@@ -96,11 +97,14 @@ impl Arena {
     /// (reserved before the `mmap`, given back if the OS refuses or the policy fails), and applies the memory
     /// policy to it (see `policy.rs`) before any slot of it is published. A chunk over budget is left unmapped
     /// and reported like the end of the table (`Full`, or `Busy` while another chunk is being mapped).
+    /// The chunk's freelist links are allocated (`free.add_chunk`) before it is published; if the heap refuses
+    /// them, the chunk is unmapped again and the error returned.
     pub(crate) fn grow(
         &self,
         populate: bool,
         policy: &MemPolicy,
         budget: &Budget,
+        free: &NodeFree,
     ) -> io::Result<Grow> {
         // Relaxed: a shortcut only. `Full` reads no chunk (callers that need the bases check `all_mapped`,
         // with `Acquire`), and a stale count just walks the table below.
@@ -139,6 +143,9 @@ impl Arena {
             let early = populate && !policy.advise_before_touch();
             let hugetlb = policy.huge == HugePages::Explicit;
             let prepared = sys::map_with(len, l.chunk_align, early, hugetlb).and_then(|m| {
+                // Before the policy, which counts what it locks: on error `m` is unmapped and nothing counted.
+                // Links allocated for a chunk that then fails stay (all zero) for its next attempt.
+                free.add_chunk(k)?;
                 let region = Region {
                     start: m.ptr(),
                     len,

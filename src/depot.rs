@@ -1,99 +1,40 @@
-//! The depot: full magazines of slot indices, so thread caches refill and flush a batch with two CAS
-//! operations instead of one per slot.
+//! The depot: full magazines of slot indices, so thread caches refill and flush a batch with one CAS
+//! operation instead of one per slot.
 //!
-//! A magazine is a fixed run of `mag` slot indices (`mag` = half a thread cache). The depot owns
-//! `capacity / mag` magazines up front (at most that many can ever be full, since only `capacity` slots exist)
-//! and keeps each on one of two lock-free stacks: `full` (its slots are idle and available) or `empty`. A
-//! flushing cache pops an empty magazine, fills it, and pushes it onto `full`; a refilling cache pops a full
-//! one, empties it, and pushes it onto `empty`. Each move is two compare-exchanges for `mag` slots. When no
-//! magazine is available, callers fall back to the per-slot shared freelist, so the depot only ever speeds
-//! things up.
+//! A magazine is a run of `mag` slot indices (`mag` = half a thread cache) chained through the freelist's
+//! per-slot links (`freelist.rs`): a flushing cache links its `mag` oldest slots and pushes the chain with one
+//! compare-exchange onto the depot's stack; a refilling cache pops the top chain with one compare-exchange (after
+//! walking its `mag` links to find the chain below). The depot itself owns no memory per slot or per magazine,
+//! so it costs nothing until used and never runs out of magazines. Slots that do not fill a whole magazine go
+//! to the per-slot shared freelist.
 //!
-//! Both stacks are Treiber stacks of magazine indices whose head packs a 32-bit version tag with the index, so a
-//! head that was popped and pushed again between a load and a compare-exchange (ABA) makes the exchange fail.
-//! Magazine links and contents are atomics written with `Relaxed` by the magazine's current owner and published
-//! by the `Release` push; the `Acquire` pop makes them visible to the next owner.
+//! The stack is a Treiber stack whose head packs a 32-bit version tag with the top slot, so a chain that was
+//! popped and pushed again between a load and a compare-exchange (ABA) makes the exchange fail; a walk that
+//! read links of a chain someone else popped meanwhile ends in such a failed exchange.
 
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize};
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-
-/// No magazine: the stack is empty (index field 0; indices are stored plus one).
-const NIL: u32 = 0;
-
-struct Stack {
-    /// `version << 32 | (index + 1)`, or version and `NIL`.
-    head: AtomicU64,
-}
+use crate::freelist::{FreeList, Head};
+use crate::sync::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 
 pub(crate) struct Depot {
     mag: usize,
-    /// `mag` slot indices per magazine, magazine `m` at `m * mag ..`.
-    store: Box<[AtomicU32]>,
-    /// Next magazine (plus one) below each magazine on whichever stack holds it.
-    next: Box<[AtomicU32]>,
-    full: Stack,
-    empty: Stack,
+    /// Full magazines: chains of `mag` slots, each chain's last slot linked to the next chain's first.
+    full: Head,
     /// Magazines on `full` (for stats).
     full_count: AtomicUsize,
 }
 
-impl Stack {
-    fn pop(&self, next: &[AtomicU32]) -> Option<usize> {
-        let mut head = self.head.load(Acquire);
-        loop {
-            let top = head as u32;
-            if top == NIL {
-                return None;
-            }
-            // Relaxed: the `Acquire` load of the head (or the failed exchange) that named `top` synchronises
-            // with the `Release` push that wrote this link; a link changed since fails the versioned exchange.
-            let below = next[top as usize - 1].load(Relaxed);
-            let new = ((head >> 32).wrapping_add(1) << 32) | u64::from(below);
-            match self.head.compare_exchange_weak(head, new, AcqRel, Acquire) {
-                Ok(_) => return Some(top as usize - 1),
-                Err(now) => head = now,
-            }
-        }
-    }
-
-    fn push(&self, next: &[AtomicU32], m: usize) {
-        // Relaxed load and failure ordering: the pusher reads nothing through the old head, it only links to
-        // it. The link (and the magazine's contents) are published by the `Release` exchange.
-        let mut head = self.head.load(Relaxed);
-        loop {
-            next[m].store(head as u32, Relaxed);
-            let new = ((head >> 32).wrapping_add(1) << 32) | (m as u64 + 1);
-            match self.head.compare_exchange_weak(head, new, Release, Relaxed) {
-                Ok(_) => return,
-                Err(now) => head = now,
-            }
-        }
-    }
-}
-
 impl Depot {
-    /// A depot of `capacity / mag` empty magazines of `mag` slots, or `None` if that is zero magazines.
+    /// A depot of magazines of `mag` slots, or `None` if not even one magazine fits in `capacity`.
     pub(crate) fn new(capacity: usize, mag: usize) -> Option<Depot> {
         if mag == 0 || capacity / mag == 0 {
             return None;
         }
-        let count = capacity / mag;
-        let depot = Depot {
+        Some(Depot {
             mag,
-            store: (0..count * mag).map(|_| AtomicU32::new(0)).collect(),
-            next: (0..count).map(|_| AtomicU32::new(NIL)).collect(),
-            full: Stack {
-                head: AtomicU64::new(u64::from(NIL)),
-            },
-            empty: Stack {
-                head: AtomicU64::new(u64::from(NIL)),
-            },
+            full: Head::new(),
             full_count: AtomicUsize::new(0),
-        };
-        for m in 0..count {
-            depot.empty.push(&depot.next, m);
-        }
-        Some(depot)
+        })
     }
 
     /// Slots per magazine.
@@ -108,14 +49,14 @@ impl Depot {
     }
 
     /// Moves exactly `mag` slots from the front of `slots` into a full magazine. Returns `false` (leaving `slots`
-    /// untouched) if `slots` is shorter than a magazine or no empty magazine is available.
+    /// untouched) if `slots` is shorter than a magazine.
     #[cfg(test)]
-    pub(crate) fn put(&self, slots: &mut Vec<u32>) -> bool {
+    pub(crate) fn put(&self, free: &FreeList, slots: &mut Vec<u32>) -> bool {
         if slots.len() < self.mag {
             return false;
         }
         let mut i = 0;
-        let put = self.put_with(|| {
+        let put = self.put_with(free, || {
             i += 1;
             slots[i - 1]
         });
@@ -123,39 +64,55 @@ impl Depot {
         put
     }
 
-    /// Moves `mag` slots produced by `next` (called exactly `mag` times, only if an empty magazine is
-    /// available) into a full magazine. Returns `false`, without calling `next`, if none is empty.
-    pub(crate) fn put_with(&self, mut next: impl FnMut() -> u32) -> bool {
-        let Some(m) = self.empty.pop(&self.next) else {
-            return false;
-        };
-        // Relaxed: we own magazine `m` (popped from `empty`); the `Release` push onto `full` publishes its
-        // contents to the `Acquire` pop of the next owner. The count is for `idle()` only.
-        for cell in &self.store[m * self.mag..(m + 1) * self.mag] {
-            cell.store(next(), Relaxed);
+    /// Moves `mag` slots produced by `next` (called exactly `mag` times; the caller owns them) into a full
+    /// magazine. Returns `true` (kept for callers written against a bounded depot).
+    pub(crate) fn put_with(&self, free: &FreeList, mut next: impl FnMut() -> u32) -> bool {
+        let first = next();
+        let mut last = first;
+        for _ in 1..self.mag {
+            let s = next();
+            free.set_next(last, Some(s));
+            last = s;
         }
+        // Relaxed: the count is for `idle()` only. Raised before the push and lowered after the pop, so it
+        // never goes below zero.
         self.full_count.fetch_add(1, Relaxed);
-        self.full.push(&self.next, m);
+        free.push_chain(&self.full, first, last);
         true
     }
 
     /// Appends the `mag` slots of one full magazine to `out`, in magazine order, each mapped through `f`.
     /// Returns `false` if none is full.
-    pub(crate) fn take_into<T>(&self, out: &mut Vec<T>, mut f: impl FnMut(u32) -> T) -> bool {
-        let Some(m) = self.full.pop(&self.next) else {
+    pub(crate) fn take_into<T>(
+        &self,
+        free: &FreeList,
+        out: &mut Vec<T>,
+        mut f: impl FnMut(u32) -> T,
+    ) -> bool {
+        let Some(mut s) = free.pop_chain(&self.full, self.mag) else {
             return false;
         };
-        // Relaxed: the `Acquire` pop made magazine `m`'s contents visible, and we own it until the push below.
+        // Relaxed: see `put_with`.
         self.full_count.fetch_sub(1, Relaxed);
-        let src = &self.store[m * self.mag..(m + 1) * self.mag];
-        out.extend(src.iter().map(|cell| f(cell.load(Relaxed))));
-        self.empty.push(&self.next, m);
+        // We own the chain now: its links stay as the pusher wrote them (published by its `Release` push, which
+        // the `Acquire` pop synchronised with).
+        out.push(f(s));
+        for _ in 1..self.mag {
+            match free.next(s) {
+                Some(Some(n)) => s = n,
+                _ => {
+                    debug_assert!(false, "magazine shorter than {}", self.mag);
+                    break;
+                }
+            }
+            out.push(f(s));
+        }
         true
     }
 
     /// Appends the `mag` slots of one full magazine to `slots`. Returns `false` if no magazine is full.
-    pub(crate) fn take(&self, slots: &mut Vec<u32>) -> bool {
-        self.take_into(slots, |slot| slot)
+    pub(crate) fn take(&self, free: &FreeList, slots: &mut Vec<u32>) -> bool {
+        self.take_into(free, slots, |slot| slot)
     }
 }
 
@@ -163,7 +120,6 @@ impl std::fmt::Debug for Depot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Depot")
             .field("mag", &self.mag)
-            .field("magazines", &self.next.len())
             // Relaxed: diagnostics.
             .field("full", &self.full_count.load(Relaxed))
             .finish()
@@ -174,31 +130,52 @@ impl std::fmt::Debug for Depot {
 mod tests {
     use super::*;
 
-    #[test]
-    fn put_and_take_round_trip_lifo_by_magazine() {
-        let d = Depot::new(8, 4).unwrap();
-        let mut v: Vec<u32> = (0..10).collect();
-        assert!(d.put(&mut v));
-        assert!(d.put(&mut v));
-        assert_eq!(v, [8, 9]);
-        assert!(!d.put(&mut v), "shorter than a magazine");
-        assert_eq!(d.idle(), 8);
-        let mut out = Vec::new();
-        assert!(d.take(&mut out));
-        assert_eq!(out, [4, 5, 6, 7]);
-        assert!(d.take(&mut out));
-        assert!(!d.take(&mut out));
-        assert_eq!(out, [4, 5, 6, 7, 0, 1, 2, 3]);
-        assert_eq!(d.idle(), 0);
+    /// A freelist whose one chunk holds `capacity` slots, all mapped (linkable).
+    fn free(capacity: usize) -> FreeList {
+        let l = crate::PoolBuilder::default()
+            .capacity(capacity)
+            .layout()
+            .unwrap();
+        assert_eq!(l.chunks, 1);
+        let f = FreeList::new(&l);
+        f.add_chunk(0).unwrap();
+        f
     }
 
     #[test]
-    fn no_more_full_magazines_than_exist() {
-        let d = Depot::new(9, 4).unwrap(); // two magazines
+    fn put_and_take_round_trip_lifo_by_magazine() {
+        let f = free(16);
+        let d = Depot::new(16, 4).unwrap();
+        let mut v: Vec<u32> = (0..10).collect();
+        assert!(d.put(&f, &mut v));
+        assert!(d.put(&f, &mut v));
+        assert_eq!(v, [8, 9]);
+        assert!(!d.put(&f, &mut v), "shorter than a magazine");
+        assert_eq!(d.idle(), 8);
+        let mut out = Vec::new();
+        assert!(d.take(&f, &mut out));
+        assert_eq!(out, [4, 5, 6, 7]);
+        assert!(d.take(&f, &mut out));
+        assert!(!d.take(&f, &mut out));
+        assert_eq!(out, [4, 5, 6, 7, 0, 1, 2, 3]);
+        assert_eq!(d.idle(), 0);
+        // The freelist was not touched: the magazines used its links only.
+        assert_eq!(f.len(), 0);
+        assert_eq!(f.pop(), None);
+    }
+
+    #[test]
+    fn magazines_are_not_bounded_by_a_preallocated_count() {
+        let f = free(12);
+        let d = Depot::new(12, 4).unwrap();
         let mut v: Vec<u32> = (0..12).collect();
-        assert!(d.put(&mut v) && d.put(&mut v));
-        assert!(!d.put(&mut v), "no empty magazine left");
-        assert_eq!(v.len(), 4);
+        assert!(d.put(&f, &mut v) && d.put(&f, &mut v) && d.put(&f, &mut v));
+        assert!(v.is_empty());
+        assert_eq!(d.idle(), 12);
+        let mut out = Vec::new();
+        while d.take(&f, &mut out) {}
+        out.sort_unstable();
+        assert_eq!(out, (0..12).collect::<Vec<u32>>());
     }
 
     #[test]

@@ -115,7 +115,9 @@ pub enum ConfigError {
          (or use OverflowPolicy::Map, which never waits)"
     )]
     WaitWithoutLimit,
-    /// The heap could not hold the freelist's bookkeeping for this capacity.
+    /// The heap could not hold the freelist's bookkeeping for this capacity. No longer returned: `build` allocates
+    /// no bookkeeping per buffer (the freelist's links come with each chunk as it is mapped; a failure there is
+    /// an [`AcquireError::Os`](crate::AcquireError::Os) of that acquire). Kept so that matches on it still build.
     #[error("the freelist for capacity {capacity} needs about {bytes} bytes of heap, which could not be allocated: lower the capacity")]
     FreelistAlloc {
         /// Requested capacity.

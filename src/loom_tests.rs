@@ -5,8 +5,8 @@
 //! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --lib`
 //!
 //! Under `cfg(loom)` every chunk holds one slot (see `config.rs`), so a capacity-2 pool has two chunks and the
-//! models also race chunk growth. The freelist is a loom-visible FIFO twin of crossbeam's `ArrayQueue` that
-//! panics if a slot is ever returned twice.
+//! models also race chunk growth. The freelist and the depot are tagged Treiber stacks of loom atomics, modelled
+//! as they are (their own models are at the end of the file).
 
 use crate::shared::TEARDOWNS;
 use crate::{AcquireError, AlignedBuf, OverflowPolicy, PagePool};
@@ -327,22 +327,23 @@ fn cache_refill_and_flush_race() {
     });
 }
 
-/// The depot's two Treiber stacks under contention: two threads each put a magazine and take one back while
-/// the depot has room for two; every slot index comes out exactly once.
+/// The depot's Treiber stack of magazines under contention: two threads each put a magazine and take one back;
+/// every slot index comes out exactly once.
 #[test]
 fn depot_put_take_race() {
     use crate::depot::Depot;
     loom::model(|| {
+        let f = Arc::new(linked_freelist(2));
         let d = Arc::new(Depot::new(2, 1).unwrap());
         let handles: Vec<_> = (0..2u32)
             .map(|t| {
-                let d = d.clone();
+                let (d, f) = (d.clone(), f.clone());
                 thread::spawn(move || {
                     let mut v = vec![t];
-                    assert!(d.put(&mut v), "two magazines, two puts: always room");
+                    assert!(d.put(&f, &mut v), "a whole magazine: always put");
                     assert!(v.is_empty());
                     let mut out = Vec::new();
-                    d.take(&mut out);
+                    d.take(&f, &mut out);
                     out
                 })
             })
@@ -352,7 +353,7 @@ fn depot_put_take_race() {
             .flat_map(|h| h.join().unwrap())
             .collect();
         let mut rest = Vec::new();
-        while d.take(&mut rest) {}
+        while d.take(&f, &mut rest) {}
         seen.extend(rest);
         seen.sort_unstable();
         assert_eq!(seen, [0, 1], "each slot exactly once");
@@ -1124,5 +1125,119 @@ fn close_reclaim_races_cached_release() {
         t.join().unwrap();
         settle(|| teardowns() > before);
         assert_eq!(teardowns(), before + 1);
+
+// ---- the freelist's Treiber stacks and the depot's chains (freelist.rs, depot.rs) ----------------------------
+// Each model drives the stacks directly, on a freelist whose chunks (one slot each under loom) all have their
+// links, and checks at the end that every slot index is in exactly one place.
+
+/// A freelist for `capacity` slots with the links of every chunk allocated, and nothing on it.
+fn linked_freelist(capacity: usize) -> crate::freelist::FreeList {
+    let l = crate::PoolBuilder::default()
+        .capacity(capacity)
+        .layout()
+        .unwrap();
+    let f = crate::freelist::FreeList::new(&l);
+    for k in 0..l.chunks {
+        f.add_chunk(k).unwrap();
+    }
+    f
+}
+
+/// Pops everything and returns it sorted.
+fn drain(f: &crate::freelist::FreeList) -> Vec<u32> {
+    let mut v: Vec<u32> = std::iter::from_fn(|| f.pop()).collect();
+    v.sort_unstable();
+    v
+}
+
+/// The ABA schedule of a Treiber stack: one thread pops the top and pushes it back, while another pops two and
+/// pushes the first back. Without the version tag, the first thread's exchange could succeed on a head that
+/// names the same slot with a different link below it, losing or duplicating a slot.
+#[test]
+fn freelist_aba_pop_push_race() {
+    loom::model(|| {
+        let f = Arc::new(linked_freelist(3));
+        for s in 0..3 {
+            f.push(s);
+        }
+        let t = {
+            let f = f.clone();
+            thread::spawn(move || {
+                let x = f.pop().expect("three slots, at most three out");
+                f.push(x);
+            })
+        };
+        let a = f.pop().expect("three slots, at most three out");
+        let b = f.pop().expect("three slots, at most three out");
+        f.push(a);
+        t.join().unwrap();
+        f.push(b);
+        assert_eq!(f.len(), 3);
+        assert_eq!(drain(&f), [0, 1, 2], "each slot exactly once");
+        assert_eq!(f.len(), 0);
+    });
+}
+
+/// A fresh run (one written link) races pops and a hot push: the run's implicit links hand out every slot once,
+/// and a pop prefers the hot stack over the cold one.
+#[test]
+fn freelist_fresh_run_races_pop_and_push() {
+    loom::model(|| {
+        let f = Arc::new(linked_freelist(3));
+        let t = {
+            let f = f.clone();
+            thread::spawn(move || {
+                f.push_fresh(0..2);
+                f.pop()
+            })
+        };
+        f.push(2);
+        let mine = f.pop();
+        let theirs = t.join().unwrap();
+        let mut all: Vec<u32> = drain(&f);
+        all.extend(mine);
+        all.extend(theirs);
+        all.sort_unstable();
+        assert_eq!(all, [0, 1, 2], "each slot exactly once");
+        assert_eq!(f.len(), 0);
+        // Sequentially: resident (hot) slots come before trimmed (cold) ones, whatever the push order.
+        f.push_cold(0);
+        f.push(1);
+        f.push_cold(2);
+        assert_eq!(
+            [f.pop(), f.pop(), f.pop(), f.pop()],
+            [Some(1), Some(2), Some(0), None]
+        );
+    });
+}
+
+/// Magazines of two slots: the taker walks a chain's links inside its compare-exchange window while the other
+/// thread pops that chain and pushes a new one; every slot comes out exactly once, in whole magazines.
+#[test]
+fn depot_chain_walk_races_put_and_take() {
+    use crate::depot::Depot;
+    loom::model(|| {
+        let f = Arc::new(linked_freelist(4));
+        let d = Arc::new(Depot::new(4, 2).unwrap());
+        assert!(d.put(&f, &mut vec![0, 1]));
+        let t = {
+            let (d, f) = (d.clone(), f.clone());
+            thread::spawn(move || {
+                let mut out = Vec::new();
+                d.take(&f, &mut out);
+                out
+            })
+        };
+        assert!(d.put(&f, &mut vec![2, 3]));
+        let mut mine = Vec::new();
+        d.take(&f, &mut mine);
+        let theirs = t.join().unwrap();
+        assert_eq!(theirs.len(), 2, "one of the two magazines is always there");
+        assert_eq!(mine.len(), 2, "one of the two magazines is always there");
+        assert!(!d.take(&f, &mut Vec::new()));
+        assert_eq!(d.idle(), 0);
+        let mut all = [mine, theirs].concat();
+        all.sort_unstable();
+        assert_eq!(all, [0, 1, 2, 3], "each slot exactly once");
     });
 }

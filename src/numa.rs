@@ -304,19 +304,56 @@ pub(crate) struct NodeFree {
 }
 
 impl NodeFree {
-    /// Lists for a pool of `capacity` slots placed by `placement`: each list can hold every slot.
-    pub(crate) fn new(capacity: usize, placement: &Placement) -> Result<Self, ConfigError> {
+    /// Lists for the pool of `layout` placed by `placement`. Building allocates nothing per slot: each list
+    /// gets its links chunk by chunk ([`add_chunk`](Self::add_chunk)).
+    pub(crate) fn new(layout: &Layout, placement: &Placement) -> Self {
         let map = match &placement.kind {
             Kind::NodeLocal(map) if map.topo.nodes() > 1 => Some(Arc::clone(map)),
             _ => None,
         };
         let extra = map.as_ref().map_or(0, |m| m.topo.nodes() - 1);
-        let first = FreeList::new(capacity)?;
-        let others = (0..extra)
-            .map(|_| FreeList::new(capacity))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_boxed_slice();
-        Ok(NodeFree { first, others, map })
+        let first = FreeList::new(layout);
+        let others = (0..extra).map(|_| FreeList::new(layout)).collect();
+        NodeFree { first, others, map }
+    }
+
+    /// Allocates chunk `k`'s links in every list (`FreeList::add_chunk`): each list can hold any of its slots.
+    pub(crate) fn add_chunk(&self, k: usize) -> io::Result<()> {
+        self.first.add_chunk(k)?;
+        self.others.iter().try_for_each(|l| l.add_chunk(k))
+    }
+
+    /// The list whose links the depot's magazines are chained through (node 0's). A slot is in one place at a
+    /// time, so a list and the depot never use its link cell at once; each list links its own slots through
+    /// its own cells.
+    #[inline]
+    pub(crate) fn links(&self) -> &FreeList {
+        &self.first
+    }
+
+    /// The list of `slot`'s chunk's node.
+    #[inline]
+    fn home(&self, slot: u32) -> &FreeList {
+        match &self.map {
+            None => &self.first,
+            Some(map) => {
+                // Relaxed: see the `AtomicU16` import.
+                let node = map.chunk_node[(slot as usize) >> map.chunk_shift].load(Relaxed);
+                self.list(usize::from(node).min(self.others.len()))
+            }
+        }
+    }
+
+    /// Puts a fresh chunk's slots (`FreeList::push_fresh`) on their node's list.
+    pub(crate) fn push_fresh(&self, range: std::ops::Range<u32>) {
+        if !range.is_empty() {
+            self.home(range.start).push_fresh(range);
+        }
+    }
+
+    /// Returns a trimmed slot (`FreeList::push_cold`) to its node's list.
+    pub(crate) fn push_cold(&self, slot: u32) {
+        self.home(slot).push_cold(slot);
     }
 
     #[inline]
@@ -347,15 +384,7 @@ impl NodeFree {
     /// Returns a slot to its chunk's node's list.
     #[inline]
     pub(crate) fn push(&self, slot: u32) {
-        match &self.map {
-            None => self.first.push(slot),
-            Some(map) => {
-                // Relaxed: see the `AtomicU16` import.
-                let node = map.chunk_node[(slot as usize) >> map.chunk_shift].load(Relaxed);
-                self.list(usize::from(node).min(self.others.len()))
-                    .push(slot)
-            }
-        }
+        self.home(slot).push(slot);
     }
 
     /// Slots in all lists now (exact when no other thread is pushing or popping).

@@ -148,7 +148,7 @@ impl PagePool {
                 .map_err(|source| ConfigError::HugePagesUnavailable { source })?;
         }
         let placement = Placement::new(b, &layout);
-        let free = NodeFree::new(layout.capacity, &placement)?;
+        let free = NodeFree::new(&layout, &placement);
         let mem = MemPolicy::new(b, placement);
         let inner = Box::new(Inner {
             arena: Arena::new(layout),
@@ -185,9 +185,12 @@ impl PagePool {
         if b.prealloc {
             let inner = pool.inner();
             loop {
-                match inner.arena.grow(true, &inner.mem, &inner.budget) {
+                match inner
+                    .arena
+                    .grow(true, &inner.mem, &inner.budget, &inner.free)
+                {
                     Ok(Grow::Grew(range)) => {
-                        range.clone().for_each(|i| inner.free.push(i));
+                        inner.free.push_fresh(range.clone());
                         inner.arena.grew_event(&range);
                         inner.mem.emit_deferred();
                     }
@@ -324,9 +327,12 @@ impl PagePool {
             }
         }
         loop {
-            match inner.arena.grow(true, &inner.mem, &inner.budget) {
+            match inner
+                .arena
+                .grow(true, &inner.mem, &inner.budget, &inner.free)
+            {
                 Ok(Grow::Grew(range)) => {
-                    range.clone().for_each(|i| inner.free.push(i));
+                    inner.free.push_fresh(range.clone());
                     inner.arena.grew_event(&range);
                     inner.mem.emit_deferred();
                 }

@@ -494,7 +494,7 @@ impl PagePool {
         let inner = self.inner();
         let d = inner.depot.as_ref()?;
         let mut slots = Vec::new();
-        if !d.take(&mut slots) {
+        if !d.take(inner.free.links(), &mut slots) {
             return None;
         }
         let first = slots.pop().map(|s| self.pooled_unchecked(s));
@@ -523,10 +523,13 @@ impl PagePool {
             }
         }
         loop {
-            match inner.arena.grow(false, &inner.mem, &inner.budget) {
+            match inner
+                .arena
+                .grow(false, &inner.mem, &inner.budget, &inner.free)
+            {
                 Ok(Grow::Grew(range)) => {
                     let b = self.pooled_unchecked(range.start);
-                    (range.start + 1..range.end).for_each(|i| inner.free.push(i));
+                    inner.free.push_fresh(range.start + 1..range.end);
                     // Every slot of the chunk is in `b` or on the freelist: foreign code may run now.
                     if range.len() > 1 && inner.waitable {
                         inner.after_release();

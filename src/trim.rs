@@ -36,11 +36,13 @@ impl Inner {
         self.decay_tick();
     }
 
-    /// Gives the physical memory of up to `n` idle shared buffers back to the OS, longest idle first, and puts
-    /// them back in the freelist. Returns the bytes given back. Locked pools are never trimmed, nor pools whose
+    /// Gives the physical memory of up to `n` idle shared buffers back to the OS (most recently released first:
+    /// the freelist is a stack) and puts them back at the freelist's cold end, where they are reused only after
+    /// every resident idle buffer, so the next period's demand is served from memory that is still resident.
+    /// Returns the bytes given back. Locked pools are never trimmed, nor pools whose
     /// memory is registered (the discard gate is closed; see `gate.rs`).
     ///
-    /// The buffers being trimmed are out of the freelist meanwhile (owned by this call, so nobody sees their
+    /// The buffers being trimmed are out of the freelist until the trim ends (owned by this call, so nobody sees their
     /// memory change); an acquire that finds the shared pool empty in that window takes the overflow path.
     ///
     /// First, ranges that an earlier trim could not commit again are retried (even with `n == 0`: an idle-trim
@@ -66,10 +68,10 @@ impl Inner {
             );
             return 0;
         }
-        // Magazines in the depot count as idle too: move them to the freelist's tail, behind older slots.
+        // Magazines in the depot count as idle too: move them to the freelist.
         if let Some(d) = &self.depot {
             let mut mag = Vec::new();
-            while self.free.len() < n && d.take(&mut mag) {
+            while self.free.len() < n && d.take(self.free.links(), &mut mag) {
                 mag.drain(..).for_each(|s| self.free.push(s));
             }
         }
@@ -77,6 +79,9 @@ impl Inner {
         let mut bytes = 0;
         let mut left = n;
         let mut batch = Vec::with_capacity(256);
+        // Trimmed slots, pushed back (to the cold end of the freelist, reused after resident buffers) once the
+        // trim is done: pushed earlier, a later batch would pop and count them again.
+        let mut trimmed = Vec::new();
         let mut failed = None;
         // Slots held out because their recommit failed, and the first such error.
         let (mut held_out, mut uncommitted) = (0, None);
@@ -138,14 +143,12 @@ impl Inner {
                     }
                 }
             }
-            batch
-                .iter()
-                .filter(|&&s| s != HELD_OUT)
-                .for_each(|&s| self.free.push(s));
+            trimmed.extend(batch.iter().filter(|&&s| s != HELD_OUT));
             if bytes > given {
                 self.mem.trimmed(bytes - given);
             }
         }
+        trimmed.into_iter().for_each(|s| self.free.push_cold(s));
         // Every slot is back (or held out) and counted: foreign code (a waker, a subscriber) may run from here.
         if self.waitable && n > left {
             // The batches were invisible to a waiter's look while we held them.

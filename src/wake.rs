@@ -30,7 +30,7 @@ impl Inner {
         let slot = self.free.pop().or_else(|| {
             let d = self.depot.as_ref()?;
             let mut slots = Vec::new();
-            if !d.take(&mut slots) {
+            if !d.take(self.free.links(), &mut slots) {
                 return None;
             }
             let first = slots.pop();

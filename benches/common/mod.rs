@@ -159,8 +159,8 @@ impl Strategy for Floor {
     }
 }
 
-/// A shared lock-free FIFO (`crossbeam_queue::ArrayQueue`) of pre-made buffers: the pool's freelist without the
-/// pool around it.
+/// A shared lock-free FIFO (`crossbeam_queue::ArrayQueue`) of pre-made buffers: the pool's freelist (until issue
+/// #17) without the pool around it.
 #[derive(Debug, Clone)]
 pub struct QueuePool {
     q: Arc<ArrayQueue<RawBuf>>,
