@@ -765,6 +765,32 @@ pub(crate) fn flush_local(inner: NonNull<Inner>) {
     });
 }
 
+/// The claims of a reclaim pass from `victims[next]` on, cleared when dropped (see `reclaim`).
+struct Claims<'a> {
+    victims: &'a [StdArc<Stash>],
+    next: usize,
+}
+
+impl Drop for Claims<'_> {
+    fn drop(&mut self) {
+        // Release: see `Stash::try_enter`.
+        for v in &self.victims[self.next.min(self.victims.len())..] {
+            v.claim.store(false, Release);
+        }
+    }
+}
+
+/// Reports, once per process, that reclaim has no process-wide barrier to work with.
+fn no_barrier_event() {
+    static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    // Relaxed: only picks the one caller that reports.
+    if !REPORTED.swap(true, Relaxed) {
+        crate::sync::foreign_quiet(|| {
+            tracing::debug!(target: "pagepool", "no process-wide barrier (membarrier refused or missing): idle thread caches are reached only by their own threads")
+        });
+    }
+}
+
 /// What a reclaim does to the caches it reaches.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Reclaim {
@@ -822,24 +848,33 @@ pub(crate) fn reclaim(inner: &Inner, how: Reclaim) -> usize {
     if victims.is_empty() {
         return 0;
     }
+    // Before any claim: the barrier's one-time setup (found by review: it ran under the claims, so every owner
+    // of the pool waited through it, and a panic from the refusal's event, then emitted there, left every cache
+    // claimed for good). No foreign code runs from here until the claims are settled.
+    if !crate::sync::heavy_barrier_ready() {
+        drop(one_at_a_time);
+        no_barrier_event();
+        return 0;
+    }
     // Relaxed: ordered before the owners' loads of `claim` by the asymmetric barrier pair (`sync.rs`).
     victims.iter().for_each(|v| v.claim.store(true, Relaxed));
+    // From here, an unwind (none is expected: a bug's debug assertion) still clears the claims of the caches
+    // not settled yet, so that their owners do not wait for good.
+    let mut claims = Claims {
+        victims: &victims,
+        next: 0,
+    };
     if !crate::sync::heavy_barrier() {
-        // Release: owners waiting for the claim to clear see the (untouched) cache as they left it.
-        victims.iter().for_each(|v| v.claim.store(false, Release));
+        // Release (in `Claims::drop`): owners waiting for the claim to clear see the cache as they left it.
+        drop(claims);
         drop(one_at_a_time);
-        static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-        // Relaxed: only picks the one caller that reports.
-        if !REPORTED.swap(true, Relaxed) {
-            crate::sync::foreign_quiet(|| {
-                tracing::debug!(target: "pagepool", "no process-wide barrier (membarrier refused or missing): idle thread caches are reached only by their own threads")
-            });
-        }
+        no_barrier_event();
         return 0;
     }
     let mut slots = 0;
     let mut ended = Vec::new();
-    for v in &victims {
+    for (i, v) in victims.iter().enumerate() {
+        claims.next = i;
         // The barrier is past: an owner that had not set `busy` visibly by then sees our claim and keeps off;
         // one that had is inside an operation, which ends soon (no operation blocks or runs foreign code).
         // Acquire: its `Release` clearing of `busy` publishes the slots as it left them.
@@ -896,6 +931,9 @@ pub(crate) fn reclaim(inner: &Inner, how: Reclaim) -> usize {
             }
         }
     }
+    // Every claim is settled: cleared, or kept on a dead cache.
+    claims.next = victims.len();
+    drop(claims);
     if !ended.is_empty() {
         inner.caches.with(|c| {
             c.live

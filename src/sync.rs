@@ -68,6 +68,18 @@ pub(crate) fn light_barrier() {
     std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
 }
 
+/// Whether [`heavy_barrier`] can work here (its one-time setup done); `false`: the OS offers none.
+pub(crate) fn heavy_barrier_ready() -> bool {
+    #[cfg(loom)]
+    {
+        true
+    }
+    #[cfg(not(loom))]
+    {
+        crate::sys::process_barrier_ready()
+    }
+}
+
 /// The rare side's half of the asymmetric barrier (see [`light_barrier`]). `false`: the OS offers none
 /// (`membarrier` refused or missing, or a platform without one), and the caller must not rely on the pair.
 pub(crate) fn heavy_barrier() -> bool {

@@ -252,6 +252,17 @@ pub(crate) fn process_barrier() -> bool {
     imp::process_barrier()
 }
 
+/// Whether [`process_barrier`] can work here, doing its one-time setup (Linux: the `membarrier` registration,
+/// which can take milliseconds in a process that is already multi-threaded) if not done yet. Called before a
+/// caller commits to needing the barrier (reclaim, before it claims any cache).
+pub(crate) fn process_barrier_ready() -> bool {
+    #[cfg(all(test, not(loom)))]
+    if fault::barrier_refused() {
+        return false;
+    }
+    imp::process_barrier_ready()
+}
+
 /// Faults in every page of `[ptr, ptr + len)`, a fresh range the caller owns (for `prealloc` when the mapping
 /// could not be populated at `map` time, e.g. because advice had to come first).
 pub(crate) fn populate(ptr: NonNull<u8>, len: usize) {

@@ -88,6 +88,10 @@ pub(crate) fn process_barrier() -> bool {
     false
 }
 
+pub(crate) fn process_barrier_ready() -> bool {
+    false
+}
+
 pub(crate) fn max_map_count() -> Option<usize> {
     None
 }

@@ -218,30 +218,45 @@ pub(crate) fn lock_exempt() -> bool {
     }
 }
 
-/// See `sys::process_barrier`.
+// From linux/membarrier.h (libc does not export them on every target).
 #[cfg(target_os = "linux")]
-pub(crate) fn process_barrier() -> bool {
-    // From linux/membarrier.h (libc does not export them on every target).
-    const PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
-    const REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+const MEMBARRIER_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+#[cfg(target_os = "linux")]
+const MEMBARRIER_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+/// See `sys::process_barrier_ready`: registers this process for `MEMBARRIER_CMD_PRIVATE_EXPEDITED` once.
+#[cfg(target_os = "linux")]
+pub(crate) fn process_barrier_ready() -> bool {
     // 0: not registered yet; 1: registered; 2: refused. An atomic of our own rather than a `OnceLock`: std is
     // precompiled, and ThreadSanitizer cannot see its `Once` order the value it publishes. Registering twice (two
     // threads racing the first call) is harmless: the command is idempotent, and both see the same outcome.
     use std::sync::atomic::{AtomicU8, Ordering};
     static STATE: AtomicU8 = AtomicU8::new(0);
-    let registered = match STATE.load(Ordering::Acquire) {
+    match STATE.load(Ordering::Acquire) {
         0 => {
             // SAFETY: membarrier takes integer arguments only and touches no memory of ours.
-            let ok = unsafe { libc::syscall(libc::SYS_membarrier, REGISTER_PRIVATE_EXPEDITED, 0, 0) } == 0;
-            // No event here: the caller holds claims on other threads' caches (foreign code must not run
-            // under them); it reports a refusal once they are cleared.
+            let ok = unsafe {
+                libc::syscall(libc::SYS_membarrier, MEMBARRIER_REGISTER_PRIVATE_EXPEDITED, 0, 0)
+            } == 0;
             STATE.store(if ok { 1 } else { 2 }, Ordering::Release);
             ok
         }
         s => s == 1,
-    };
-    // SAFETY: as above; the registration this command requires succeeded.
-    registered && unsafe { libc::syscall(libc::SYS_membarrier, PRIVATE_EXPEDITED, 0, 0) } == 0
+    }
+}
+
+/// See `sys::process_barrier`.
+#[cfg(target_os = "linux")]
+pub(crate) fn process_barrier() -> bool {
+    // SAFETY: as in `process_barrier_ready`; the registration this command requires succeeded.
+    process_barrier_ready()
+        && unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_PRIVATE_EXPEDITED, 0, 0) } == 0
+}
+
+/// See `sys::process_barrier_ready`: no such call on this platform.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn process_barrier_ready() -> bool {
+    false
 }
 
 /// See `sys::process_barrier`: no such call on this platform.

@@ -253,6 +253,11 @@ pub(crate) fn lock_exempt() -> bool {
     false
 }
 
+/// See `sys::process_barrier_ready`: `FlushProcessWriteBuffers` needs no registration.
+pub(crate) fn process_barrier_ready() -> bool {
+    true
+}
+
 /// See `sys::process_barrier`.
 pub(crate) fn process_barrier() -> bool {
     // SAFETY: takes no arguments and cannot fail; it only interrupts the process's running threads.
