@@ -91,7 +91,6 @@ fn panicking_subscriber_on_membarrier_refusal_strands_claims() {
         }
     }));
     refuse_membarrier();
-    let _sub = tracing::subscriber::set_default(Panicky);
     let pool = PagePool::builder()
         .buf_size(4096)
         .capacity(8)
@@ -114,20 +113,33 @@ fn panicking_subscriber_on_membarrier_refusal_strands_claims() {
     });
     ready_rx.recv().unwrap();
     assert!(pool.stats().cached > 0);
-    // Empty the shared pool: the next acquire reclaims; the first process_barrier emits the event.
-    let mut held = Vec::new();
-    let mut panicked = false;
-    for _ in 0..8 {
-        match catch_unwind(AssertUnwindSafe(|| pool.acquire().unwrap())) {
-            Ok(b) => held.push(b),
-            Err(_) => panicked = true,
+    // Empty the shared pool on a third thread (filtered too, with the panicking subscriber): its acquire at the
+    // empty shared pool reclaims; the first process_barrier emits the event, which panics out of `reclaim`.
+    let (done_tx, done_rx) = mpsc::channel::<bool>();
+    let p = pool.clone();
+    thread::spawn(move || {
+        // Control: REVIEW_NO_PANIC=1 runs the same program without the panicking subscriber (passes).
+        let _sub = std::env::var("REVIEW_NO_PANIC").is_err().then(|| tracing::subscriber::set_default(Panicky));
+        let mut held = Vec::new();
+        let mut panicked = false;
+        for _ in 0..8 {
+            match catch_unwind(AssertUnwindSafe(|| p.acquire().unwrap())) {
+                Ok(b) => held.push(b),
+                Err(_) => panicked = true,
+            }
         }
-    }
-    eprintln!("panicked out of acquire: {panicked}");
-    go_tx.send(()).unwrap();
-    let r = ready_rx.recv_timeout(Duration::from_secs(5));
+        done_tx.send(panicked).unwrap();
+        std::mem::forget(held);
+    });
+    let r = done_rx.recv_timeout(Duration::from_secs(5));
     assert!(
         r.is_ok(),
-        "the worker's acquire hangs: its cache's claim was left set by the unwound reclaim (panicked={panicked})"
+        "the acquiring thread hangs in Stash::enter on its own cache: the unwound reclaim left its claim set"
+    );
+    go_tx.send(()).unwrap();
+    let r2 = ready_rx.recv_timeout(Duration::from_secs(5));
+    assert!(
+        r2.is_ok(),
+        "the worker's acquire hangs: its cache's claim was left set by the unwound reclaim (panicked={r:?})"
     );
 }
