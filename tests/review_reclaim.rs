@@ -354,3 +354,40 @@ fn trims_race_closes_and_thread_exits() {
         assert_eq!(tagged_mapping_of(addr), None, "round {r}");
     }
 }
+
+/// Cost of an acquire refused at an exhausted `Fail` pool: each one runs a reclaim, i.e. a process-wide
+/// membarrier (IPIs to every CPU running the process), even when no cache holds anything. Prints the cost;
+/// run with --nocapture.
+#[test]
+fn refused_acquire_cost() {
+    let _g = maps_lock();
+    let pool = PagePool::builder()
+        .buf_size(4096)
+        .capacity(4)
+        .thread_cache(1)
+        .overflow(OverflowPolicy::Fail)
+        .build()
+        .unwrap();
+    let held: Vec<_> = (0..4).map(|_| pool.acquire().unwrap()).collect();
+    let n = 20_000;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        assert!(pool.acquire().is_err());
+    }
+    let per = t.elapsed() / n;
+    eprintln!("refused acquire with thread caches: {per:?} each; stats {:?}", pool.stats().reclaimed);
+    drop(held);
+    let pool = PagePool::builder()
+        .buf_size(4096)
+        .capacity(4)
+        .thread_cache(0)
+        .overflow(OverflowPolicy::Fail)
+        .build()
+        .unwrap();
+    let _held: Vec<_> = (0..4).map(|_| pool.acquire().unwrap()).collect();
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        assert!(pool.acquire().is_err());
+    }
+    eprintln!("refused acquire without thread caches: {:?} each", t.elapsed() / n);
+}
