@@ -252,7 +252,9 @@ impl<'a> Held<'a> {
         let mut oldest = self.body.slots.drain(..n).map(|c| c.slot);
         if let Some(d) = &inner.depot {
             // `left >= mag` slots remain in `oldest` whenever `put_with` asks for `mag` of them.
-            while left >= d.mag() && d.put_with(inner.free.links(), || oldest.next().unwrap_or(u32::MAX)) {
+            while left >= d.mag()
+                && d.put_with(inner.free.links(), || oldest.next().unwrap_or(u32::MAX))
+            {
                 left -= d.mag();
             }
         }
@@ -696,7 +698,9 @@ fn refill(h: &mut Held<'_>) -> Option<Cached> {
     // them, then slot by slot from the freelist. (The cache is empty here, and `want <= cap`: no reallocation.)
     let want = (e.cap / 2).min(REFILL_MAX.max(inner.cache_size / 2)).max(1);
     if let Some(d) = &inner.depot {
-        while e.slots.len() + d.mag() <= want && d.take_into(inner.free.links(), &mut e.slots, cached) {}
+        while e.slots.len() + d.mag() <= want
+            && d.take_into(inner.free.links(), &mut e.slots, cached)
+        {}
     }
     while e.slots.len() < want {
         match inner.free.pop() {
@@ -785,9 +789,9 @@ fn no_barrier_event() {
     static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     // Relaxed: only picks the one caller that reports.
     if !REPORTED.swap(true, Relaxed) {
-        crate::sync::foreign_quiet(|| {
-            tracing::debug!(target: "pagepool", "no process-wide barrier (membarrier refused or missing): idle thread caches are reached only by their own threads")
-        });
+        crate::sync::foreign_quiet(
+            || tracing::debug!(target: "pagepool", "no process-wide barrier (membarrier refused or missing): idle thread caches are reached only by their own threads"),
+        );
     }
 }
 

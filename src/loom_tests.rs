@@ -1125,6 +1125,8 @@ fn close_reclaim_races_cached_release() {
         t.join().unwrap();
         settle(|| teardowns() > before);
         assert_eq!(teardowns(), before + 1);
+    });
+}
 
 // ---- the freelist's Treiber stacks and the depot's chains (freelist.rs, depot.rs) ----------------------------
 // Each model drives the stacks directly, on a freelist whose chunks (one slot each under loom) all have their

@@ -10,7 +10,10 @@ use std::thread;
 use std::time::Duration;
 
 fn iters(d: usize) -> usize {
-    std::env::var("REVIEW_ITERS").ok().and_then(|s| s.parse().ok()).unwrap_or(d)
+    std::env::var("REVIEW_ITERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(d)
 }
 
 /// Fill with a pattern unique to (thread, seq); checked before release: a slot handed to two holders at once
@@ -32,9 +35,17 @@ fn check(b: &AlignedBuf, id: u64) {
     // SAFETY: we hold the buffer; capacity bytes are valid.
     let s = unsafe { std::slice::from_raw_parts(p, cap) };
     for c in s[..512.min(cap) / 8 * 8].chunks_exact(8) {
-        assert_eq!(u64::from_ne_bytes(c.try_into().unwrap()), id, "slot shared by two holders");
+        assert_eq!(
+            u64::from_ne_bytes(c.try_into().unwrap()),
+            id,
+            "slot shared by two holders"
+        );
     }
-    assert_eq!(u64::from_ne_bytes(s[cap - 8..].try_into().unwrap()), id, "slot shared");
+    assert_eq!(
+        u64::from_ne_bytes(s[cap - 8..].try_into().unwrap()),
+        id,
+        "slot shared"
+    );
 }
 
 fn assert_quiet(pool: &PagePool) {
@@ -118,7 +129,9 @@ fn close_races_hit_path_releases_and_address_reuse() {
     let _g = maps_lock();
     let rounds = iters(2_000);
     let workers = 3;
-    let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::channel::<Option<(PagePool, Arc<Barrier>)>>()).unzip();
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers)
+        .map(|_| mpsc::channel::<Option<(PagePool, Arc<Barrier>)>>())
+        .unzip();
     let done = Arc::new(AtomicUsize::new(0));
     let handles: Vec<_> = rxs
         .into_iter()
@@ -137,7 +150,14 @@ fn close_races_hit_path_releases_and_address_reuse() {
                         stamp(&mut b, id);
                         held.push((b, id));
                     }
-                    drop(held.drain(..3).map(|(b, id)| { check(&b, id); b }).collect::<Vec<_>>());
+                    drop(
+                        held.drain(..3)
+                            .map(|(b, id)| {
+                                check(&b, id);
+                                b
+                            })
+                            .collect::<Vec<_>>(),
+                    );
                     drop(pool);
                     bar.wait();
                     // Release while the main thread drops the last handle (hit path push vs Kill).
@@ -173,7 +193,11 @@ fn close_races_hit_path_releases_and_address_reuse() {
             thread::yield_now();
         }
         // Every buffer is home and the last handle gone: the memory must be unmapped now.
-        assert_eq!(tagged_mapping_of(addr), None, "round {r}: pool still mapped");
+        assert_eq!(
+            tagged_mapping_of(addr),
+            None,
+            "round {r}: pool still mapped"
+        );
         addrs.insert(addr);
     }
     for tx in &txs {
@@ -203,7 +227,11 @@ fn wait_pool_with_reclaim() {
             s.spawn(move || {
                 let mut seq = 0;
                 for r in 0..rounds {
-                    let take = if (r + t as usize) % 2 == 0 { n + n / 2 } else { n - n / 2 };
+                    let take = if (r + t as usize) % 2 == 0 {
+                        n + n / 2
+                    } else {
+                        n - n / 2
+                    };
                     let mut held = Vec::new();
                     for _ in 0..take {
                         seq += 1;
@@ -213,7 +241,9 @@ fn wait_pool_with_reclaim() {
                         if held.len() >= n {
                             break;
                         }
-                        let mut b = pool.acquire_timeout(Duration::from_secs(10)).expect("timed out");
+                        let mut b = pool
+                            .acquire_timeout(Duration::from_secs(10))
+                            .expect("timed out");
                         stamp(&mut b, id);
                         held.push((b, id));
                     }
@@ -280,7 +310,13 @@ fn size_classes_reclaim_and_close() {
 fn blocked_thread_after_many_pools() {
     let _g = maps_lock();
     let pools: Vec<PagePool> = (0..50)
-        .map(|_| PagePool::builder().buf_size(4096).capacity(16).build().unwrap())
+        .map(|_| {
+            PagePool::builder()
+                .buf_size(4096)
+                .capacity(16)
+                .build()
+                .unwrap()
+        })
         .collect();
     let mut addrs = Vec::new();
     for p in &pools {
@@ -290,7 +326,7 @@ fn blocked_thread_after_many_pools() {
     }
     let (tx, rx) = mpsc::channel::<()>();
     let (rtx, rrx) = mpsc::channel::<()>();
-    let ps: Vec<PagePool> = pools.iter().cloned().collect();
+    let ps: Vec<PagePool> = pools.to_vec();
     let h = thread::spawn(move || {
         for p in &ps {
             let v: Vec<_> = (0..10).map(|_| p.acquire().unwrap()).collect();
@@ -315,7 +351,12 @@ fn blocked_thread_after_many_pools() {
 fn trims_race_closes_and_thread_exits() {
     let _g = maps_lock();
     for r in 0..iters(300) {
-        let pool = PagePool::builder().buf_size(4096).capacity(16).thread_cache(4).build().unwrap();
+        let pool = PagePool::builder()
+            .buf_size(4096)
+            .capacity(16)
+            .thread_cache(4)
+            .build()
+            .unwrap();
         let mut probe = pool.acquire().unwrap();
         tag(&probe);
         let addr = probe.as_mut_ptr() as usize;
@@ -375,7 +416,10 @@ fn refused_acquire_cost() {
         assert!(pool.acquire().is_err());
     }
     let per = t.elapsed() / n;
-    eprintln!("refused acquire with thread caches: {per:?} each; stats {:?}", pool.stats().reclaimed);
+    eprintln!(
+        "refused acquire with thread caches: {per:?} each; stats {:?}",
+        pool.stats().reclaimed
+    );
     drop(held);
     let pool = PagePool::builder()
         .buf_size(4096)
@@ -389,5 +433,8 @@ fn refused_acquire_cost() {
     for _ in 0..n {
         assert!(pool.acquire().is_err());
     }
-    eprintln!("refused acquire without thread caches: {:?} each", t.elapsed() / n);
+    eprintln!(
+        "refused acquire without thread caches: {:?} each",
+        t.elapsed() / n
+    );
 }

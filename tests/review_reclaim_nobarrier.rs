@@ -18,7 +18,10 @@ const FOREIGN: &str = "subscriber panics (on purpose)";
 
 struct Panicky;
 impl tracing::Subscriber for Panicky {
-    fn register_callsite(&self, m: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+    fn register_callsite(
+        &self,
+        m: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
         if m.target() == "pagepool" {
             tracing::subscriber::Interest::always()
         } else {
@@ -70,16 +73,42 @@ fn refuse_membarrier() {
         filter: *const SockFilter,
     }
     let prog = [
-        SockFilter { code: 0x20, jt: 0, jf: 0, k: 0 }, // ld [nr]
-        SockFilter { code: 0x15, jt: 0, jf: 1, k: libc::SYS_membarrier as u32 }, // jeq membarrier
-        SockFilter { code: 0x06, jt: 0, jf: 0, k: 0x0005_0000 | libc::ENOSYS as u32 }, // ret ERRNO(ENOSYS)
-        SockFilter { code: 0x06, jt: 0, jf: 0, k: 0x7fff_0000 }, // ret ALLOW
+        SockFilter {
+            code: 0x20,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        }, // ld [nr]
+        SockFilter {
+            code: 0x15,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_membarrier as u32,
+        }, // jeq membarrier
+        SockFilter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0x0005_0000 | libc::ENOSYS as u32,
+        }, // ret ERRNO(ENOSYS)
+        SockFilter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0x7fff_0000,
+        }, // ret ALLOW
     ];
-    let fprog = SockFprog { len: prog.len() as u16, filter: prog.as_ptr() };
+    let fprog = SockFprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr(),
+    };
     // SAFETY: plain prctl calls with a valid filter program.
     unsafe {
         assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
-        assert_eq!(libc::prctl(libc::PR_SET_SECCOMP, 2, &fprog as *const SockFprog, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(libc::PR_SET_SECCOMP, 2, &fprog as *const SockFprog, 0, 0),
+            0
+        );
     }
 }
 
@@ -119,7 +148,9 @@ fn panicking_subscriber_on_membarrier_refusal_strands_claims() {
     let p = pool.clone();
     thread::spawn(move || {
         // Control: REVIEW_NO_PANIC=1 runs the same program without the panicking subscriber (passes).
-        let _sub = std::env::var("REVIEW_NO_PANIC").is_err().then(|| tracing::subscriber::set_default(Panicky));
+        let _sub = std::env::var("REVIEW_NO_PANIC")
+            .is_err()
+            .then(|| tracing::subscriber::set_default(Panicky));
         let mut held = Vec::new();
         let mut panicked = false;
         for _ in 0..8 {

@@ -245,41 +245,45 @@ fn a_release_while_someone_waits_bypasses_the_thread_cache() {
     assert_eq!(pool.stats().timeouts, 0);
 }
 
+/// Buffers idle in another thread's cache are taken back (reclaim) before anyone waits: a caller that takes
+/// everything gets them too, although their thread makes no pool operation; then a waiter is served by the
+/// next release. (Without a process-wide barrier the first waiter instead asks every cache to flush at its
+/// thread's next operation: `src/tests/reclaim.rs`, `waiter_without_a_barrier_is_served_by_the_flush_request`.)
 #[test]
-fn waiting_asks_other_threads_caches_to_flush() {
+fn idle_buffers_in_other_threads_caches_are_reclaimed_before_waiting() {
     let pool = waiting_pool(64).thread_cache(8).build().unwrap();
-    let (go_tx, go_rx) = mpsc::channel::<()>();
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
-    let (took_tx, took_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     std::thread::scope(|s| {
-        // A thread that leaves idle buffers in its cache, then, on request, makes one more pool operation that
-        // releases nothing (an acquire whose buffer it hands over): only its cache flush can serve the waiter.
         let pool = &pool;
         let cacher = s.spawn(move || {
             let bufs: Vec<_> = (0..4).map(|_| pool.acquire().unwrap()).collect();
             drop(bufs);
             ready_tx.send(()).unwrap();
-            go_rx.recv().unwrap();
-            took_tx.send(pool.acquire().unwrap()).unwrap();
-            // Stay alive (no exit flush) until the waiter is done.
+            // Stay alive (no exit flush), making no pool operation, until the end.
             done_rx.recv().unwrap();
         });
         ready_rx.recv().unwrap();
         let cached = pool.stats().cached;
         assert!(cached > 1, "the cacher's buffers rest in its cache");
-        // Take everything else the pool can hand out.
-        let rest: Vec<_> = std::iter::from_fn(|| pool.acquire().ok()).collect();
-        assert_eq!(rest.len(), 64 - cached);
+        // Take everything the pool can hand out: the cacher's idle buffers included.
+        let mut rest: Vec<_> = std::iter::from_fn(|| pool.acquire().ok()).collect();
+        assert_eq!(rest.len(), 64);
+        assert!(
+            pool.stats().reclaimed >= cached as u64,
+            "{:?}",
+            pool.stats()
+        );
         let waiter = s.spawn(|| pool.acquire_timeout(WATCHDOG));
         until_waiting(pool, 1);
-        go_tx.send(()).unwrap();
-        let took = took_rx.recv().unwrap();
-        let got = waiter.join().unwrap();
+        drop(rest.pop());
+        assert!(
+            waiter.join().unwrap().is_ok(),
+            "the release went to the waiter"
+        );
         done_tx.send(()).unwrap();
-        assert!(got.is_ok(), "the cached buffers were flushed to the waiter");
         cacher.join().unwrap();
-        drop((rest, took));
+        drop(rest);
     });
     let s = pool.stats();
     assert_eq!((s.in_use, s.waiters, s.timeouts), (0, 0, 0), "{s:?}");

@@ -244,6 +244,8 @@ pub(crate) fn max_map_count() -> Option<usize> {
 /// (`sync::heavy_barrier`). Linux: `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, after a one-time
 /// registration; Windows: `FlushProcessWriteBuffers`. `false` where there is none (other platforms, a kernel
 /// without it, a seccomp filter refusing it); the caller then does without.
+// Reclaim calls these outside loom only (loom models the barrier as a fence).
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn process_barrier() -> bool {
     #[cfg(all(test, not(loom)))]
     if fault::barrier_refused() {
@@ -255,6 +257,8 @@ pub(crate) fn process_barrier() -> bool {
 /// Whether [`process_barrier`] can work here, doing its one-time setup (Linux: the `membarrier` registration,
 /// which can take milliseconds in a process that is already multi-threaded) if not done yet. Called before a
 /// caller commits to needing the barrier (reclaim, before it claims any cache).
+// Reclaim calls these outside loom only (loom models the barrier as a fence).
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn process_barrier_ready() -> bool {
     #[cfg(all(test, not(loom)))]
     if fault::barrier_refused() {

@@ -56,6 +56,7 @@ pub(crate) fn cpu_nodes() -> Option<Vec<u16>> {
 
 /// Parses the kernel's node list format (`0`, `0-3`, `0,2-5,7`); `None` if malformed.
 #[cfg(test)]
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn parse_node_list(s: &str) -> Option<Vec<usize>> {
     parse_list(s, MAX_NODES)
 }

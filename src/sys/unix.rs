@@ -220,12 +220,16 @@ pub(crate) fn lock_exempt() -> bool {
 
 // From linux/membarrier.h (libc does not export them on every target).
 #[cfg(target_os = "linux")]
+#[cfg_attr(loom, allow(dead_code))]
 const MEMBARRIER_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
 #[cfg(target_os = "linux")]
+#[cfg_attr(loom, allow(dead_code))]
 const MEMBARRIER_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
 
 /// See `sys::process_barrier_ready`: registers this process for `MEMBARRIER_CMD_PRIVATE_EXPEDITED` once.
 #[cfg(target_os = "linux")]
+// Reclaim calls these outside loom only (loom models the barrier as a fence).
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn process_barrier_ready() -> bool {
     // 0: not registered yet; 1: registered; 2: refused. An atomic of our own rather than a `OnceLock`: std is
     // precompiled, and ThreadSanitizer cannot see its `Once` order the value it publishes. Registering twice (two
@@ -236,7 +240,12 @@ pub(crate) fn process_barrier_ready() -> bool {
         0 => {
             // SAFETY: membarrier takes integer arguments only and touches no memory of ours.
             let ok = unsafe {
-                libc::syscall(libc::SYS_membarrier, MEMBARRIER_REGISTER_PRIVATE_EXPEDITED, 0, 0)
+                libc::syscall(
+                    libc::SYS_membarrier,
+                    MEMBARRIER_REGISTER_PRIVATE_EXPEDITED,
+                    0,
+                    0,
+                )
             } == 0;
             STATE.store(if ok { 1 } else { 2 }, Ordering::Release);
             ok
@@ -247,6 +256,8 @@ pub(crate) fn process_barrier_ready() -> bool {
 
 /// See `sys::process_barrier`.
 #[cfg(target_os = "linux")]
+// Reclaim calls these outside loom only (loom models the barrier as a fence).
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn process_barrier() -> bool {
     // SAFETY: as in `process_barrier_ready`; the registration this command requires succeeded.
     process_barrier_ready()
@@ -255,12 +266,16 @@ pub(crate) fn process_barrier() -> bool {
 
 /// See `sys::process_barrier_ready`: no such call on this platform.
 #[cfg(not(target_os = "linux"))]
+// Reclaim calls these outside loom only (loom models the barrier as a fence).
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn process_barrier_ready() -> bool {
     false
 }
 
 /// See `sys::process_barrier`: no such call on this platform.
 #[cfg(not(target_os = "linux"))]
+// Reclaim calls these outside loom only (loom models the barrier as a fence).
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn process_barrier() -> bool {
     false
 }

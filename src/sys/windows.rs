@@ -254,11 +254,15 @@ pub(crate) fn lock_exempt() -> bool {
 }
 
 /// See `sys::process_barrier_ready`: `FlushProcessWriteBuffers` needs no registration.
+// Reclaim calls these outside loom only (loom models the barrier as a fence).
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn process_barrier_ready() -> bool {
     true
 }
 
 /// See `sys::process_barrier`.
+// Reclaim calls these outside loom only (loom models the barrier as a fence).
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn process_barrier() -> bool {
     // SAFETY: takes no arguments and cannot fail; it only interrupts the process's running threads.
     unsafe { windows_sys::Win32::System::Threading::FlushProcessWriteBuffers() };

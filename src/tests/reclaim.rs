@@ -217,3 +217,87 @@ fn waiter_without_a_barrier_is_served_by_the_flush_request() {
     });
     assert_eq!(p.stats().in_use, 0);
 }
+
+/// A panicking waker woken by a cache flush (a trim on the thread holding idle slots) where the waiters could
+/// not reclaim (no barrier on their thread): the flushed slots' references are given back and the waiter behind
+/// the panicking one is served (ported from `tests/foreign_code.rs`).
+#[cfg(feature = "async")]
+#[test]
+fn flush_wakes_a_panicking_waker_without_a_barrier() {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct PanickingWaker(AtomicUsize);
+    impl Wake for PanickingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, SeqCst);
+            std::panic::panic_any("waker panics (on purpose)");
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.clone().wake();
+        }
+    }
+    #[derive(Default)]
+    struct Counting(AtomicUsize);
+    impl Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+    fn poll<F: Future + Unpin>(f: &mut F, w: &Waker) -> Poll<F::Output> {
+        std::pin::Pin::new(f).poll(&mut Context::from_waker(w))
+    }
+
+    fault::refuse_barrier(true);
+    let pool = PagePool::builder()
+        .capacity(4)
+        .thread_cache(4)
+        .max_overflow(0)
+        .overflow(OverflowPolicy::Wait)
+        .build()
+        .unwrap();
+    let keep = pool.acquire().unwrap();
+    let a: Vec<_> = (0..3).map(|_| pool.acquire().unwrap()).collect();
+    let panicky_state = Arc::new(PanickingWaker(AtomicUsize::new(0)));
+    std::thread::scope(|s| {
+        let (to_t, rx) = std::sync::mpsc::channel::<()>();
+        let (tx, from_t) = std::sync::mpsc::channel::<()>();
+        let pool = &pool;
+        let t = s.spawn(move || {
+            drop(a); // into this thread's cache
+            tx.send(()).unwrap();
+            rx.recv().unwrap();
+            pool.trim(); // flushes this thread's cache: the wake-ups follow
+        });
+        from_t.recv().unwrap();
+        let panicky = Waker::from(panicky_state.clone());
+        let counting = Arc::new(Counting::default());
+        let good = Waker::from(counting.clone());
+        let mut first = pool.acquire_async();
+        let mut second = pool.acquire_async();
+        assert!(poll(&mut first, &panicky).is_pending());
+        assert!(poll(&mut second, &good).is_pending());
+        to_t.send(()).unwrap();
+        t.join().unwrap();
+        assert!(
+            panicky_state.0.load(SeqCst) > 0,
+            "the waker was not woken by the flush"
+        );
+        // The second waiter was served and woken although the first waker panicked.
+        assert_eq!(counting.0.load(SeqCst), 1);
+        let Poll::Ready(b1) = poll(&mut first, &good) else {
+            panic!("the first waiter has no grant")
+        };
+        let Poll::Ready(b2) = poll(&mut second, &good) else {
+            panic!("the second waiter has no grant")
+        };
+        drop((b1.unwrap(), b2.unwrap()));
+    });
+    drop(keep);
+    pool.trim();
+    let s = pool.stats();
+    assert_eq!((s.in_use, s.waiters), (0, 0), "{s:?}");
+    fault::refuse_barrier(false);
+}
