@@ -818,7 +818,7 @@ const BUSY_LOOKS: usize = usize::MAX;
 /// reference on the pool (a handle). See "Reclaim" in the module docs for the protocol. Nothing happens (0)
 /// where the OS has no process-wide barrier.
 pub(crate) fn reclaim(inner: &Inner, how: Reclaim) -> usize {
-    if inner.cache_size == 0 {
+    if inner.cache_size == 0 || !inner.reclaim {
         return 0;
     }
     let kill = how == Reclaim::Kill;

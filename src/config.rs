@@ -102,6 +102,7 @@ pub struct PoolBuilder {
     pub(crate) prealloc: bool,
     pub(crate) thread_cache: Option<usize>,
     pub(crate) max_thread_cache: Option<usize>,
+    pub(crate) reclaim: bool,
     pub(crate) zero_on_release: bool,
     pub(crate) poison_on_release: bool,
     pub(crate) lock_memory: LockPolicy,
@@ -153,6 +154,7 @@ impl Default for PoolBuilder {
             prealloc: false,
             thread_cache: None,
             max_thread_cache: None,
+            reclaim: true,
             zero_on_release: false,
             poison_on_release: false,
             lock_memory: LockPolicy::Off,
@@ -309,6 +311,27 @@ impl PoolBuilder {
     /// when it is.
     pub fn max_thread_cache(mut self, slots: usize) -> Self {
         self.max_thread_cache = Some(slots);
+        self
+    }
+
+    /// Whether idle buffers in other threads' caches are taken back when needed (by an acquire that finds the
+    /// shared pool empty, by [`PagePool::trim`](crate::PagePool::trim), and by dropping the pool's last handle;
+    /// see [`thread_cache`](Self::thread_cache)). Each such reclaim is one process-wide memory barrier, which
+    /// interrupts every CPU running a thread of the process (Linux `membarrier`): a few microseconds here, more on
+    /// large machines (docs/scaling.md). Turn it off where those interrupts are not welcome (cores isolated for
+    /// latency); idle cached buffers then reach other threads only when their own thread flushes (a full cache,
+    /// its next pool operation after a trim, a waiter or a close, or its exit), as on platforms without such a
+    /// barrier. Default: on.
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = pagepool::PagePool::builder().capacity(64).reclaim(false).build().unwrap();
+    /// drop(pool.acquire().unwrap()); // rests in this thread's cache
+    /// pool.trim(); // flushes this thread's own cache; other threads' would wait for their thread
+    /// assert_eq!(pool.stats().reclaimed, 0);
+    /// ```
+    pub fn reclaim(mut self, on: bool) -> Self {
+        self.reclaim = on;
         self
     }
 

@@ -169,6 +169,7 @@ impl PagePool {
             }),
             caches: Registry::default(),
             reclaim_lock: crate::sync::Mutex::new(()),
+            reclaim: b.reclaim,
             retired_hits: StdAtomicU64::new(0),
             budget: Budget::new(b.max_bytes),
             waitable: b.overflow == OverflowPolicy::Wait,

@@ -229,6 +229,8 @@ pub(crate) struct Inner {
     pub(crate) caches: Registry,
     /// Held by a reclaim (`cache::reclaim`) for its whole pass: one reclaimer per pool at a time.
     pub(crate) reclaim_lock: Mutex<()>,
+    /// `PoolBuilder::reclaim`: other threads' idle cached slots may be taken back.
+    pub(crate) reclaim: bool,
     /// Cache hits of caches that have gone.
     pub(crate) retired_hits: StdAtomicU64,
     /// The byte budget (`max_bytes`) of chunks and overflow buffers.

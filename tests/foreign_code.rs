@@ -649,7 +649,8 @@ mod wakers {
     fn thread_exit_wakes_a_panicking_waker() {
         init();
         quiet_hook();
-        let pool = waiting(4, 4).build().unwrap();
+        // Without reclaim (the waiter would take the cached slots before it waits).
+        let pool = waiting(4, 4).reclaim(false).build().unwrap();
         let keep = keep(&pool);
         let a: Vec<_> = (0..3).map(|_| pool.acquire().unwrap()).collect();
         let panicky = Waker::from(Arc::new(PanickingWaker));
@@ -693,7 +694,8 @@ mod wakers {
             .unwrap();
         let keep1 = keep(&p1);
         drop(p1.acquire().unwrap()); // one idle slot in this thread's cache for p1
-        let p2 = waiting(2, 2).build().unwrap();
+                                     // Without reclaim (the waiter would take the cached slot before it waits).
+        let p2 = waiting(2, 2).reclaim(false).build().unwrap();
         let keep2 = keep(&p2);
         drop(p2.acquire().unwrap()); // p2's other slot idles in this thread's cache
         let panicky = Waker::from(Arc::new(PanickingWaker));
@@ -738,6 +740,7 @@ mod wakers {
             .thread_cache(2)
             .max_overflow(0)
             .overflow(OverflowPolicy::Wait)
+            .reclaim(false) // the waiter would take the cached slot before it waits
             .build()
             .unwrap();
         let mut keep_small = pool.acquire_len(4096).unwrap();

@@ -592,3 +592,39 @@ fn alternating_pools_on_one_thread_keep_their_buffers_apart() {
         assert_eq!(s.idle, s.pooled_buffers, "{s:?}");
     }
 }
+
+/// `reclaim(false)`: no process-wide barrier, so other threads' idle cached buffers stay where they are until
+/// their thread flushes (here: its exit); an acquire at the limit is refused meanwhile.
+#[test]
+fn reclaim_off_leaves_other_threads_caches_alone() {
+    let _g = maps_lock();
+    let pool = PagePool::builder()
+        .buf_size(8192)
+        .capacity(4)
+        .thread_cache(4)
+        .overflow(OverflowPolicy::Fail)
+        .reclaim(false)
+        .build()
+        .unwrap();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let worker = {
+        let pool = pool.clone();
+        thread::spawn(move || {
+            let all: Vec<_> = (0..4).map(|_| pool.acquire().unwrap()).collect();
+            drop(all); // into this thread's cache
+            ready_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+        })
+    };
+    ready_rx.recv().unwrap();
+    assert_eq!(pool.stats().cached, 4);
+    assert!(pool.acquire().is_err(), "reclaimed although reclaim is off");
+    pool.trim();
+    let s = pool.stats();
+    assert_eq!((s.cached, s.reclaimed), (4, 0), "{s:?}");
+    go_tx.send(()).unwrap();
+    worker.join().unwrap(); // the exit flush brings them home
+    assert_eq!(pool.stats().cached, 0);
+    assert!(pool.acquire().is_ok());
+}
