@@ -587,13 +587,6 @@ mod wakers {
         }
     }
 
-    #[derive(Default)]
-    struct Counting(AtomicUsize);
-    impl Wake for Counting {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, SeqCst);
-        }
-    }
 
     fn poll<F: Future + Unpin>(f: &mut F, w: &Waker) -> Poll<F::Output> {
         std::pin::Pin::new(f).poll(&mut Context::from_waker(w))
