@@ -387,6 +387,13 @@ impl NodeFree {
         self.home(slot).push(slot);
     }
 
+    /// Whether slots are sorted by node (`NodeLocal` on several nodes). The pool then runs without a depot:
+    /// its magazines would mix nodes, and a refill from them would hand a thread another node's buffers while
+    /// its own node's list has some.
+    pub(crate) fn by_node(&self) -> bool {
+        self.map.is_some()
+    }
+
     /// Slots in all lists now (exact when no other thread is pushing or popping).
     pub(crate) fn len(&self) -> usize {
         self.first.len() + self.others.iter().map(FreeList::len).sum::<usize>()
@@ -720,6 +727,37 @@ mod tests {
         assert_eq!(pool.stats().idle, 2 * per_chunk);
         assert!(pool.trim() > 0);
         assert_eq!(pool.stats().idle, 2 * per_chunk);
+    }
+
+    /// Sorted by node, the pool has no depot (its magazines would mix nodes): thread caches refill from, and
+    /// flush to, the per-node lists. One node keeps the depot.
+    #[test]
+    fn node_local_on_several_nodes_runs_without_a_depot() {
+        let build = |nodes| {
+            PagePool::builder()
+                .buf_size(page())
+                .capacity(64)
+                .thread_cache(8)
+                .numa(NumaPolicy::NodeLocal)
+                .numa_test_topology(nodes, current)
+                .build()
+                .unwrap()
+        };
+        assert!(build(2).inner().depot.is_none());
+        assert!(build(1).inner().depot.is_some());
+        // Caches still work over the per-node lists: refills, flushes, everything home.
+        let pool = build(2);
+        on(1);
+        let held: Vec<_> = (0..40).map(|_| pool.acquire().unwrap()).collect();
+        drop(held);
+        pool.trim();
+        let s = pool.stats();
+        assert_eq!(
+            (s.in_use, s.cached, s.idle),
+            (0, 0, s.pooled_buffers),
+            "{s:?}"
+        );
+        on(0);
     }
 
     /// One node (the default topology here, or one injected node) keeps the single list of the other policies.

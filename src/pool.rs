@@ -149,6 +149,7 @@ impl PagePool {
         }
         let placement = Placement::new(b, &layout);
         let free = NodeFree::new(&layout, &placement);
+        let by_node = free.by_node();
         let mem = MemPolicy::new(b, placement);
         let inner = Box::new(Inner {
             arena: Arena::new(layout),
@@ -159,7 +160,13 @@ impl PagePool {
             cache_size: layout.thread_cache,
             scrub: mem.scrub,
             mem,
-            depot: Depot::new(layout.capacity, layout.thread_cache / 2),
+            // No depot when slots are sorted by node (`NodeFree::by_node`): refills and flushes then go through
+            // the per-node lists, so a thread's cache refills from its own node first.
+            depot: if by_node {
+                None
+            } else {
+                Depot::new(layout.capacity, layout.thread_cache / 2)
+            },
             trim_epoch: AtomicU64::new(0),
             cache_max: layout.thread_cache_max,
             cache_room: AtomicUsize::new(if layout.thread_cache_max > layout.thread_cache {

@@ -587,7 +587,6 @@ mod wakers {
         }
     }
 
-
     fn poll<F: Future + Unpin>(f: &mut F, w: &Waker) -> Poll<F::Output> {
         std::pin::Pin::new(f).poll(&mut Context::from_waker(w))
     }
