@@ -729,6 +729,50 @@ mod tests {
         assert_eq!(pool.stats().idle, 2 * per_chunk);
     }
 
+    /// NUMA x reclaim: a thread on node 1 at the limit takes node 0's idle buffers from another thread's cache,
+    /// and every slot a reclaim or a trim moves goes back to its own chunk's node's list.
+    #[test]
+    fn reclaimed_slots_return_to_their_nodes_list() {
+        let per_chunk = (4 << 20) / page();
+        let pool = PagePool::builder()
+            .buf_size(page())
+            .capacity(2 * per_chunk)
+            .thread_cache(8)
+            .overflow(crate::OverflowPolicy::Fail)
+            .numa(NumaPolicy::NodeLocal)
+            .numa_test_topology(2, current)
+            .build()
+            .unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let pool = &pool;
+            s.spawn(move || {
+                on(0);
+                let all: Vec<_> = (0..per_chunk).map(|_| pool.acquire().unwrap()).collect();
+                drop(all); // some rest in this thread's cache, the rest on node 0's list
+                ready_tx.send(()).unwrap();
+                done_rx.recv().unwrap(); // blocked: no pool operation until the end
+            });
+            ready_rx.recv().unwrap();
+            assert!(pool.stats().cached > 0);
+            on(1);
+            // Node 1 takes node 0's idle list (its own is empty), maps chunk 1, then reclaims the other thread's
+            // cache: never refused.
+            let all: Vec<_> = (0..2 * per_chunk)
+                .map(|_| pool.acquire().unwrap())
+                .collect();
+            assert!(pool.stats().reclaimed > 0, "{:?}", pool.stats());
+            drop(all);
+            pool.trim();
+            // Each chunk's slots are back on their own node's list.
+            assert_eq!(pool.inner().free.first.len(), per_chunk);
+            assert_eq!(pool.inner().free.others[0].len(), per_chunk);
+            done_tx.send(()).unwrap();
+        });
+        on(0);
+    }
+
     /// Sorted by node, the pool has no depot (its magazines would mix nodes): thread caches refill from, and
     /// flush to, the per-node lists. One node keeps the depot.
     #[test]
