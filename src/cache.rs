@@ -939,13 +939,14 @@ pub(crate) fn reclaim(inner: &Inner, how: Reclaim) -> usize {
     claims.next = victims.len();
     drop(claims);
     if !ended.is_empty() {
+        let hits: u64 = ended.iter().map(|(_, h)| h).sum();
         inner.caches.with(|c| {
             c.live
                 .retain(|s| !ended.iter().any(|(e, _)| StdArc::ptr_eq(s, e)));
+            // Under the registry's lock, as `unregister_cache`: a concurrent `stats()` counts these hits once.
+            // Relaxed: a statistic.
+            inner.retired_hits.fetch_add(hits, Relaxed);
         });
-        let hits: u64 = ended.iter().map(|(_, h)| h).sum();
-        // Relaxed: a statistic (as `unregister_cache`).
-        inner.retired_hits.fetch_add(hits, Relaxed);
     }
     drop(one_at_a_time);
     if slots > 0 {
