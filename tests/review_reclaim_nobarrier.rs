@@ -131,7 +131,7 @@ fn panicking_subscriber_on_membarrier_refusal_strands_claims() {
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let p = pool.clone();
-    let _worker = thread::spawn(move || {
+    let worker = thread::spawn(move || {
         let held: Vec<_> = (0..4).map(|_| p.acquire().unwrap()).collect();
         drop(held); // into this thread's cache
         ready_tx.send(()).unwrap();
@@ -160,7 +160,7 @@ fn panicking_subscriber_on_membarrier_refusal_strands_claims() {
             }
         }
         done_tx.send(panicked).unwrap();
-        std::mem::forget(held);
+        drop(held); // home (no leak: ASan's LeakSanitizer runs this test)
     });
     let r = done_rx.recv_timeout(Duration::from_secs(5));
     assert!(
@@ -173,4 +173,5 @@ fn panicking_subscriber_on_membarrier_refusal_strands_claims() {
         r2.is_ok(),
         "the worker's acquire hangs: its cache's claim was left set by the unwound reclaim (panicked={r:?})"
     );
+    worker.join().unwrap();
 }
