@@ -809,7 +809,7 @@ pub(crate) enum Reclaim {
 /// before it leaves that cache alone. Under loom it waits for good: no operation blocks, so the models can
 /// assert that a reclaim finds every idle slot.
 #[cfg(not(loom))]
-const BUSY_LOOKS: usize = 64;
+const BUSY_LOOKS: usize = 1024;
 #[cfg(loom)]
 const BUSY_LOOKS: usize = usize::MAX;
 

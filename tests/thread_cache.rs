@@ -422,8 +422,12 @@ fn reclaim_before_overflow_at_capacity_equal_to_demand() {
                 });
             }
         });
+        // Exactly 0 is what the protocol gives when no owner is descheduled inside a cache operation for longer
+        // than a reclaimer waits for it (loom `reclaim_races_owner_pop_and_push` proves that case); a test on a
+        // shared machine cannot rule that out, so it allows one map per 10,000 acquires. Without reclaim this
+        // shape mapped about one per hundred (issue #14's measurement: 1,700-2,700 per 6 s).
         let s = pool.stats();
-        assert_eq!(s.overflow_maps, 0, "n = {n}: {s:?}");
+        assert!(s.overflow_maps * 10_000 <= s.acquires, "n = {n}: {s:?}");
     }
 }
 
